@@ -1,0 +1,43 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Everything installs into .venv
+# from constraints.txt (pip freeze), so every machine gets the same versions.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= var/demo
+DEMO_START ?= 2026-03-01
+DEMO_DAYS ?= 3
+BENCH_SIZES ?= 1000000 10000000
+
+.PHONY: install demo test bench lint clean constraints
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[airflow,dev]'
+	$(PY) -m pip check
+	touch $@
+
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/billing-jobs generate --out $(DEMO_DIR)/landing --start $(DEMO_START) \
+		--days $(DEMO_DAYS) --messages-per-day 20000 --format mixed
+	$(VENV)/bin/billing-jobs reconcile --messages $(DEMO_DIR)/landing/messages \
+		--out $(DEMO_DIR)/starts.parquet --anomalies $(DEMO_DIR)/anomalies.parquet
+	$(PY) -m billing_jobs.summary $(DEMO_DIR)/starts.parquet
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m bench.run $(BENCH_SIZES)
+
+# Regenerate the lock after changing pyproject.toml: a fresh venv, the newest allowed versions.
+constraints:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet -e '.[airflow,dev]'
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

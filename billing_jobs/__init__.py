@@ -1,0 +1,1 @@
+"""Nightly WhatsApp conversation-start billing: rules, pricing, audit, publish."""

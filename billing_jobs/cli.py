@@ -1,0 +1,128 @@
+"""`billing-jobs`: the one command line (data-contracts.md §4). Every failure ends in one line
+naming what was wrong and a non-zero exit, never a bare traceback."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for or gave us, reported as one line."""
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from billing_jobs.generate import generate
+
+    info = generate(args.out, args.start, args.days, args.messages_per_day, args.seed, args.format)
+    print(f"wrote {info['rows']:,} message rows over {args.days} day(s) for "
+          f"{info['customers']} customers on {info['lines']} lines under {args.out}")
+
+
+def cmd_reconcile(args: argparse.Namespace) -> None:
+    from billing_jobs import landing
+    from billing_jobs.reconcile import reconcile
+
+    result = reconcile(landing.read_files(landing.message_files(args.messages)))
+    _write_table(result.starts, args.out)
+    if args.anomalies:
+        _write_table(result.anomalies, args.anomalies)
+    c = result.counts()
+    print(f"read {c['rows_read']:,} rows: {c['accepted']:,} accepted ({c['failed']:,} failed sends), "
+          f"{c['duplicates']:,} duplicates, {c['quarantined']:,} quarantined; "
+          f"{c['starts']:,} conversation starts, {c['anomalies']:,} outside-session anomalies "
+          f"-> {args.out}")
+    if c["quarantined"]:
+        reasons = result.quarantined.group_by("reason").aggregate([("reason", "count")])
+        detail = ", ".join(f"{r['reason']} {r['reason_count']}" for r in reasons.to_pylist())
+        print(f"quarantined by reason: {detail}")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    from billing_jobs import landing
+    from billing_jobs.explain import explain_stream
+
+    batch = landing.read_files(landing.message_files(args.messages))
+    print(explain_stream(batch, args.line, args.contact))
+
+
+def _write_table(table, out: str) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    elif path.suffix == ".csv":
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(table, path)
+    else:
+        raise UsageError(f"{out}: output must end in .parquet or .csv")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="billing-jobs", description=__doc__.split(".")[0] + ".")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="write a synthetic landing zone and reference set")
+    g.add_argument("--out", required=True, help="directory to write messages/ and reference/ into")
+    g.add_argument("--start", required=True, type=_date, help="first day, YYYY-MM-DD")
+    g.add_argument("--days", required=True, type=_positive)
+    g.add_argument("--messages-per-day", required=True, type=_positive)
+    g.add_argument("--seed", type=int, default=7, help="same seed, same files (default 7)")
+    g.add_argument("--format", choices=["parquet", "csv", "jsonl", "mixed"], default="parquet",
+                   help="file format of the message files (mixed: round robin per day)")
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("reconcile", help="pure rules: message files in, conversation starts out")
+    r.add_argument("--messages", required=True, nargs="+", metavar="PATH",
+                   help="message files or directories (parquet, csv, jsonl)")
+    r.add_argument("--out", required=True, metavar="FILE", help="starts, .parquet or .csv")
+    r.add_argument("--anomalies", metavar="FILE", help="outside-session anomalies, .parquet or .csv")
+    r.set_defaults(func=cmd_reconcile)
+
+    e = sub.add_parser("explain", help="one stream's timeline with the decision for each message")
+    e.add_argument("--line", required=True, help="line_id")
+    e.add_argument("--contact", required=True, help="contact_id, as in the message log")
+    e.add_argument("--messages", required=True, nargs="+", metavar="PATH")
+    e.set_defaults(func=cmd_explain)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from billing_jobs.landing import LandingError
+
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (LandingError, UsageError) as exc:
+        print(f"billing-jobs {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"billing-jobs {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The message-log contract (data-contracts.md §1) in one place: column names, allowed values, and
+the normalised Arrow schema every reader produces whatever the file format."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+REQUIRED_COLUMNS = (
+    "message_id",
+    "customer_id",
+    "line_id",
+    "contact_id",
+    "direction",
+    "message_type",
+    "sent_at",
+)
+CONTRACT_COLUMNS = REQUIRED_COLUMNS + ("status",)
+
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+DIRECTIONS = (INBOUND, OUTBOUND)
+
+TEMPLATE = "template"
+SESSION = "session"  # free-form
+MESSAGE_TYPES = (TEMPLATE, SESSION)
+
+# Status precedence for copies of one message: sent < failed < delivered < read (billing-rules.md).
+STATUS_RANK = {"sent": 0, "failed": 1, "delivered": 2, "read": 3}
+STATUSES = tuple(STATUS_RANK)
+DEFAULT_STATUS = "sent"
+FAILED = "failed"
+
+USER_INITIATED = "user_initiated"
+BUSINESS_INITIATED = "business_initiated"
+CONVERSATION_TYPES = (USER_INITIATED, BUSINESS_INITIATED)
+
+OUTSIDE_SESSION = "outside_session"
+
+# Timestamps are normalised to UTC nanoseconds: no reader may lose precision that orders messages.
+TIMESTAMP = pa.timestamp("ns", tz="UTC")
+
+MESSAGES_SCHEMA = pa.schema(
+    [
+        ("message_id", pa.string()),
+        ("customer_id", pa.string()),
+        ("line_id", pa.string()),
+        ("contact_id", pa.string()),
+        ("direction", pa.string()),
+        ("message_type", pa.string()),
+        ("sent_at", TIMESTAMP),
+        ("status", pa.string()),
+    ]
+)
+
+STARTS_SCHEMA = pa.schema(
+    [
+        ("message_id", pa.string()),
+        ("customer_id", pa.string()),
+        ("line_id", pa.string()),
+        ("contact_id", pa.string()),
+        ("conversation_type", pa.string()),
+        ("started_at", TIMESTAMP),
+    ]
+)
+
+ANOMALIES_SCHEMA = pa.schema(
+    [
+        ("message_id", pa.string()),
+        ("customer_id", pa.string()),
+        ("line_id", pa.string()),
+        ("contact_id", pa.string()),
+        ("sent_at", TIMESTAMP),
+        ("kind", pa.string()),
+    ]
+)
+
+# Where a row came from, carried beside the contract columns so a quarantine names file and row.
+SOURCE_COLUMNS = (("source_file", pa.string()), ("source_row", pa.int64()))

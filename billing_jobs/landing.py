@@ -1,0 +1,298 @@
+"""Reading the landing zone (data-contracts.md §1): parquet, CSV and JSONL files become one Arrow
+schema with UTC timestamps; rows that break the contract are split off with a reason.
+
+A file that cannot be read at all raises `LandingError` naming it; a bad *row* never does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from billing_jobs.contract import (
+    CONTRACT_COLUMNS,
+    DEFAULT_STATUS,
+    DIRECTIONS,
+    INBOUND,
+    MESSAGE_TYPES,
+    MESSAGES_SCHEMA,
+    REQUIRED_COLUMNS,
+    SOURCE_COLUMNS,
+    STATUSES,
+    TEMPLATE,
+    TIMESTAMP,
+)
+
+SUFFIXES = (".parquet", ".csv", ".jsonl")
+PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+# ISO 8601 with an explicit offset; a naive time is a contract break, not "probably UTC".
+ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
+CONTACT_RE = r"^\+?[0-9]+$"
+
+# Quarantine reasons, in the order they are checked; a row gets the first that applies.
+REASONS = (
+    *(f"missing_{c}" for c in REQUIRED_COLUMNS),
+    "invalid_direction",
+    "invalid_message_type",
+    "inbound_template",
+    "invalid_status",
+    "invalid_contact_id",
+    "invalid_sent_at",
+    "sent_at_outside_partition",
+    "unknown_line",
+    "line_of_other_customer",
+)
+CONFLICTING_DUPLICATE = "conflicting_duplicate"  # decided by deduplication, not here
+
+QUARANTINE_SCHEMA = pa.schema(
+    [*SOURCE_COLUMNS, ("message_id", pa.string()), ("reason", pa.string()), ("record", pa.string())]
+)
+
+
+class LandingError(Exception):
+    """The input cannot be used at all (unreadable file, missing directory)."""
+
+
+@dataclass
+class Batch:
+    """Rows read from some files: the valid ones in contract form and the quarantined ones."""
+
+    valid: pa.Table  # MESSAGES_SCHEMA + source columns
+    quarantined: pa.Table  # QUARANTINE_SCHEMA
+    rows_read: int
+    files: list[str]
+
+
+def partition_date_of(path: Path) -> dt.date | None:
+    """The `date=YYYY-MM-DD` directory a file sits in, if any."""
+    match = PARTITION_RE.match(path.parent.name)
+    return dt.date.fromisoformat(match.group(1)) if match else None
+
+
+def message_files(paths: list[str | Path]) -> list[Path]:
+    """Message files named directly or found below directories, in a stable order."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise LandingError(f"{path}: no such file or directory")
+    return found
+
+
+def partition_files(source: str | Path, day: dt.date) -> list[Path]:
+    """Files of one landing-zone partition; a missing partition is an empty day, not an error."""
+    folder = Path(source) / "messages" / f"date={day.isoformat()}"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
+
+
+def read_raw(path: Path) -> pa.Table:
+    """One file as read, before validation. Raises LandingError naming the file if unreadable."""
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        elif path.suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(
+                path,
+                convert_options=pcsv.ConvertOptions(
+                    column_types={c: pa.string() for c in CONTRACT_COLUMNS},
+                    strings_can_be_null=True,
+                ),
+            )
+        elif path.suffix == ".jsonl":
+            import pyarrow.json as pjson
+
+            table = pjson.read_json(
+                path,
+                parse_options=pjson.ParseOptions(
+                    explicit_schema=pa.schema([(c, pa.string()) for c in CONTRACT_COLUMNS]),
+                    unexpected_field_behavior="ignore",
+                ),
+            )
+        else:
+            raise LandingError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
+    except LandingError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LandingError(f"{path}: cannot read file: {first_line}") from exc
+    return table
+
+
+def read_files(
+    paths: list[Path],
+    partition_date: dt.date | None | str = "infer",
+    lines: dict[str, str] | None = None,
+) -> Batch:
+    """Read and validate files; `partition_date="infer"` takes it from each file's directory."""
+    valid, quarantined, rows = [], [], 0
+    for path in paths:
+        raw = read_raw(path)
+        day = partition_date_of(path) if partition_date == "infer" else partition_date
+        ok, bad = validate(raw, str(path), day, lines)
+        rows += raw.num_rows
+        valid.append(ok)
+        quarantined.append(bad)
+    return Batch(
+        valid=pa.concat_tables(valid) if valid else empty_valid(),
+        quarantined=pa.concat_tables(quarantined) if quarantined else QUARANTINE_SCHEMA.empty_table(),
+        rows_read=rows,
+        files=[str(p) for p in paths],
+    )
+
+
+def empty_valid() -> pa.Table:
+    return pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS]).empty_table()
+
+
+def _string_column(raw: pa.Table, name: str) -> pa.ChunkedArray:
+    n = raw.num_rows
+    if name not in raw.column_names:
+        return pa.chunked_array([pa.nulls(n, pa.string())])
+    col = raw.column(name)
+    if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+        col = pc.cast(col, pa.string())
+    return col.cast(pa.string())
+
+
+def parse_sent_at(raw: pa.Table) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """UTC nanosecond timestamps and a mask of values that are present but not usable."""
+    n = raw.num_rows
+    if "sent_at" not in raw.column_names:
+        return pa.chunked_array([pa.nulls(n, TIMESTAMP)]), np.zeros(n, dtype=bool)
+    col = raw.column("sent_at")
+    if pa.types.is_timestamp(col.type):
+        if col.type.tz is None:  # a naive instant cannot be placed in UTC with certainty
+            present = col.is_valid().to_numpy(zero_copy_only=False)
+            return pa.chunked_array([pa.nulls(n, TIMESTAMP)]), present
+        return pc.cast(col, TIMESTAMP), np.zeros(n, dtype=bool)
+    text = _string_column(raw, "sent_at")
+    present = pc.and_(text.is_valid(), pc.not_equal(text, "")).to_numpy(zero_copy_only=False)
+    well_formed = pc.fill_null(pc.match_substring_regex(text, ISO_WITH_OFFSET), False)
+    candidate = pc.if_else(well_formed, text, pa.scalar(None, pa.string()))
+    try:
+        parsed = pc.cast(candidate, TIMESTAMP)
+    except pa.ArrowInvalid:  # e.g. month 13: parse value by value, unparseable ones become null
+        import pandas as pd
+
+        values = pd.to_datetime(
+            candidate.to_pandas(), utc=True, format="ISO8601", errors="coerce"
+        ).astype("datetime64[ns, UTC]")
+        parsed = pa.chunked_array([pa.array(values, type=TIMESTAMP)])
+    bad = present & ~parsed.is_valid().to_numpy(zero_copy_only=False)
+    return parsed, bad
+
+
+def validate(
+    raw: pa.Table,
+    source_file: str,
+    partition_date: dt.date | None = None,
+    lines: dict[str, str] | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """Split raw rows into valid contract rows and quarantined rows with the first failed check.
+
+    `lines` maps line_id -> customer_id; without it the line checks are skipped (pure reconcile).
+    """
+    n = raw.num_rows
+    cols = {c: _string_column(raw, c) for c in CONTRACT_COLUMNS if c != "sent_at"}
+    sent_at, bad_time = parse_sent_at(raw)
+    reason = np.zeros(n, dtype=np.int16)  # 0 = valid, k = REASONS[k - 1]
+
+    def flag(name: str, mask) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        reason[(reason == 0) & mask] = REASONS.index(name) + 1
+
+    def missing(col: pa.ChunkedArray) -> np.ndarray:
+        return pc.fill_null(pc.equal(col, ""), True).to_numpy(zero_copy_only=False)
+
+    for c in REQUIRED_COLUMNS:
+        if c == "sent_at":
+            flag("missing_sent_at", ~sent_at.is_valid().to_numpy(zero_copy_only=False) & ~bad_time)
+        else:
+            flag(f"missing_{c}", missing(cols[c]))
+    direction, mtype = cols["direction"], cols["message_type"]
+    flag("invalid_direction", _not_in(direction, DIRECTIONS))
+    flag("invalid_message_type", _not_in(mtype, MESSAGE_TYPES))
+    inbound_template = pc.and_(pc.equal(direction, INBOUND), pc.equal(mtype, TEMPLATE))
+    flag("inbound_template", pc.fill_null(inbound_template, False).to_numpy(zero_copy_only=False))
+    status = pc.if_else(
+        pc.fill_null(pc.equal(cols["status"], ""), True), DEFAULT_STATUS, cols["status"]
+    )
+    flag("invalid_status", _not_in(status, STATUSES))
+    contact_ok = pc.match_substring_regex(cols["contact_id"], CONTACT_RE)
+    flag("invalid_contact_id", ~pc.fill_null(contact_ok, False).to_numpy(zero_copy_only=False))
+    flag("invalid_sent_at", bad_time)
+    if partition_date is not None:
+        day = pc.cast(pc.cast(sent_at, pa.timestamp("ns")), pa.date32())
+        inside = pc.equal(day, pa.scalar(partition_date, pa.date32()))
+        flag("sent_at_outside_partition", ~pc.fill_null(inside, True).to_numpy(zero_copy_only=False))
+    if lines is not None:
+        line_ids = pa.array(list(lines), pa.string())
+        owners = pa.array(list(lines.values()), pa.string())
+        pos = pc.index_in(cols["line_id"], value_set=line_ids)
+        flag("unknown_line", ~pos.is_valid().to_numpy(zero_copy_only=False))
+        owner = pc.take(owners, pc.fill_null(pos, 0))
+        flag("line_of_other_customer", ~pc.fill_null(pc.equal(owner, cols["customer_id"]), True)
+             .to_numpy(zero_copy_only=False))
+
+    row_numbers = pa.array(np.arange(1, n + 1, dtype=np.int64))  # 1-based, as an operator counts
+    ok_mask = pa.array(reason == 0)
+    valid = pa.table(
+        {
+            **{c: cols[c] for c in ("message_id", "customer_id", "line_id", "contact_id")},
+            "direction": direction,
+            "message_type": mtype,
+            "sent_at": sent_at,
+            "status": status,
+            "source_file": pa.array(np.full(n, source_file, dtype=object), pa.string()),
+            "source_row": row_numbers,
+        }
+    ).filter(ok_mask)
+    bad_idx = np.flatnonzero(reason)
+    quarantined = quarantine_rows(
+        raw.take(bad_idx), source_file, row_numbers.take(bad_idx),
+        [REASONS[r - 1] for r in reason[bad_idx]],
+    )
+    return valid.cast(pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS])), quarantined
+
+
+def quarantine_rows(raw: pa.Table, source_file, source_rows, reasons: list[str]) -> pa.Table:
+    """Quarantine records keeping each raw row as JSON text, so nothing about it is lost."""
+    records = raw.to_pylist()
+    files = source_file if isinstance(source_file, list) else [source_file] * len(records)
+    return pa.table(
+        {
+            "source_file": pa.array(files, pa.string()),
+            "source_row": pa.array(source_rows, pa.int64()),
+            "message_id": pa.array([_text(r.get("message_id")) for r in records], pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+            "record": pa.array(
+                [json.dumps(r, default=str, sort_keys=True) for r in records], pa.string()
+            ),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def _text(value) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _not_in(col: pa.ChunkedArray, allowed: tuple[str, ...]) -> np.ndarray:
+    isin = pc.is_in(col, value_set=pa.array(allowed, pa.string()))
+    return ~pc.fill_null(isin, False).to_numpy(zero_copy_only=False)

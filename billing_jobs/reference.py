@@ -1,0 +1,159 @@
+"""The billing rules as a reader of `billing-rules.md` would write them: one message at a time.
+
+This is the reference, not the product: it is slow on purpose and exists so that a reviewer can
+check it against the spec line by line, so that property tests can hold the fast engine to it, and
+so that support can say *why* a message was or was not charged (`billing-jobs explain`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+
+from billing_jobs.contract import (
+    BUSINESS_INITIATED,
+    FAILED,
+    INBOUND,
+    OUTSIDE_SESSION,
+    STATUS_RANK,
+    TEMPLATE,
+    USER_INITIATED,
+)
+
+DAY = dt.timedelta(hours=24)
+IDENTITY = ("customer_id", "line_id", "contact_id", "direction", "message_type", "sent_at")
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    customer_id: str
+    line_id: str
+    contact_id: str
+    direction: str
+    message_type: str
+    sent_at: dt.datetime  # timezone-aware UTC
+    status: str = "sent"
+
+    @property
+    def is_template(self) -> bool:
+        return self.direction != INBOUND and self.message_type == TEMPLATE
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the rules did with one message, and why, in words support can read to a customer."""
+
+    message: Message
+    outcome: str  # user_initiated | business_initiated | free | outside_session | excluded
+    reason: str
+
+    @property
+    def charged(self) -> bool:
+        return self.outcome in (USER_INITIATED, BUSINESS_INITIATED)
+
+
+@dataclass
+class Result:
+    decisions: list[Decision]
+    duplicates: int  # copies folded into another copy of the same message
+    conflicts: list[Message]  # every copy of a message whose copies disagree
+
+    @property
+    def starts(self) -> list[Decision]:
+        return [d for d in self.decisions if d.charged]
+
+    @property
+    def anomalies(self) -> list[Decision]:
+        return [d for d in self.decisions if d.outcome == OUTSIDE_SESSION]
+
+
+def processing_key(m: Message) -> tuple:
+    """`sent_at` ascending, then inbound before outbound, then `message_id` byte-wise."""
+    return (m.sent_at, m.direction != INBOUND, m.message_id.encode())
+
+
+def deduplicate(rows: list[Message]) -> tuple[list[Message], int, list[Message]]:
+    """Rows sharing a message_id are one message: the most advanced status wins; copies that
+    disagree on any other column are all set aside as conflicting."""
+    copies: dict[str, list[Message]] = defaultdict(list)
+    for row in rows:
+        copies[row.message_id].append(row)
+    messages, duplicates, conflicts = [], 0, []
+    for same_id in copies.values():
+        if len({tuple(getattr(c, f) for f in IDENTITY) for c in same_id}) > 1:
+            conflicts.extend(same_id)
+            continue
+        messages.append(max(same_id, key=lambda c: STATUS_RANK[c.status]))
+        duplicates += len(same_id) - 1
+    return messages, duplicates, conflicts
+
+
+def _at(m: Message) -> str:
+    return f"{m.message_id} at {m.sent_at:%Y-%m-%d %H:%M:%S}"
+
+
+def decide_stream(messages: list[Message]) -> list[Decision]:
+    """Apply the charge rules to one stream (one line, one contact), in processing order."""
+    decisions: list[Decision] = []
+    last_inbound: Message | None = None
+    last_charged_template: Message | None = None
+    for m in sorted(messages, key=processing_key):
+        if m.status == FAILED:
+            decisions.append(Decision(m, "excluded", "failed: never reached the other side"))
+            continue
+        t = m.sent_at
+        # A session is open at t if an inbound message t' has t - 24h < t' <= t.
+        session_open = last_inbound is not None and t - DAY < last_inbound.sent_at <= t
+        if session_open:
+            why_open = f"session kept open by inbound {_at(last_inbound)}"
+        elif last_inbound is not None and last_inbound.sent_at == t - DAY:
+            why_open = f"exactly 24 h after inbound {_at(last_inbound)}: session closed"
+        elif last_inbound is not None:
+            why_open = f"last inbound {_at(last_inbound)} is more than 24 h ago"
+        else:
+            why_open = "no earlier inbound message"
+
+        if m.direction == INBOUND:
+            if session_open:
+                decisions.append(Decision(m, "free", f"extends the {why_open}"))
+            elif (
+                last_charged_template is not None
+                and t - DAY < last_charged_template.sent_at < t
+            ):
+                decisions.append(Decision(
+                    m, "free",
+                    f"answers attempt {_at(last_charged_template)}: business-initiated, already "
+                    f"charged ({why_open})",
+                ))
+            else:
+                decisions.append(Decision(m, USER_INITIATED, f"opens a session: {why_open}"))
+            last_inbound = m
+        elif m.is_template:
+            if session_open:
+                decisions.append(Decision(m, "free", f"template inside the {why_open}"))
+            else:
+                decisions.append(Decision(m, BUSINESS_INITIATED, f"attempt: {why_open}"))
+                last_charged_template = m
+        elif session_open:
+            decisions.append(Decision(m, "free", f"free-form inside the {why_open}"))
+        else:
+            decisions.append(Decision(m, OUTSIDE_SESSION, f"free-form with no session: {why_open}"))
+    return decisions
+
+
+def reconcile(rows: list[Message]) -> Result:
+    """Deduplicate, then decide every stream independently."""
+    messages, duplicates, conflicts = deduplicate(rows)
+    streams: dict[tuple[str, str], list[Message]] = defaultdict(list)
+    for m in messages:
+        streams[(m.line_id, m.contact_id)].append(m)
+    decisions = [d for key in sorted(streams) for d in decide_stream(streams[key])]
+    return Result(decisions, duplicates, conflicts)
+
+
+def messages_from_table(table) -> list[Message]:
+    """Contract rows of an Arrow table (as produced by `landing`) as Message objects."""
+    fields = Message.__dataclass_fields__
+    return [Message(**{k: v for k, v in row.items() if k in fields}) for row in table.to_pylist()]
