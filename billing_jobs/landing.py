@@ -178,11 +178,11 @@ def parse_sent_at(raw: pa.Table) -> tuple[pa.ChunkedArray, np.ndarray]:
     col = raw.column("sent_at")
     if pa.types.is_timestamp(col.type):
         if col.type.tz is None:  # a naive instant cannot be placed in UTC with certainty
-            present = col.is_valid().to_numpy(zero_copy_only=False)
+            present = _mask(col.is_valid())
             return pa.chunked_array([pa.nulls(n, TIMESTAMP)]), present
         return pc.cast(col, TIMESTAMP), np.zeros(n, dtype=bool)
     text = _string_column(raw, "sent_at")
-    present = pc.and_(text.is_valid(), pc.not_equal(text, "")).to_numpy(zero_copy_only=False)
+    present = _mask(pc.not_equal(text, ""), null_as=False)
     well_formed = pc.fill_null(pc.match_substring_regex(text, ISO_WITH_OFFSET), False)
     candidate = pc.if_else(well_formed, text, pa.scalar(None, pa.string()))
     try:
@@ -194,7 +194,7 @@ def parse_sent_at(raw: pa.Table) -> tuple[pa.ChunkedArray, np.ndarray]:
             candidate.to_pandas(), utc=True, format="ISO8601", errors="coerce"
         ).astype("datetime64[ns, UTC]")
         parsed = pa.chunked_array([pa.array(values, type=TIMESTAMP)])
-    bad = present & ~parsed.is_valid().to_numpy(zero_copy_only=False)
+    bad = present & ~_mask(parsed.is_valid())
     return parsed, bad
 
 
@@ -218,37 +218,36 @@ def validate(
         reason[(reason == 0) & mask] = REASONS.index(name) + 1
 
     def missing(col: pa.ChunkedArray) -> np.ndarray:
-        return pc.fill_null(pc.equal(col, ""), True).to_numpy(zero_copy_only=False)
+        return _mask(pc.equal(col, ""), null_as=True)
 
     for c in REQUIRED_COLUMNS:
         if c == "sent_at":
-            flag("missing_sent_at", ~sent_at.is_valid().to_numpy(zero_copy_only=False) & ~bad_time)
+            flag("missing_sent_at", ~_mask(sent_at.is_valid()) & ~bad_time)
         else:
             flag(f"missing_{c}", missing(cols[c]))
     direction, mtype = cols["direction"], cols["message_type"]
     flag("invalid_direction", _not_in(direction, DIRECTIONS))
     flag("invalid_message_type", _not_in(mtype, MESSAGE_TYPES))
     inbound_template = pc.and_(pc.equal(direction, INBOUND), pc.equal(mtype, TEMPLATE))
-    flag("inbound_template", pc.fill_null(inbound_template, False).to_numpy(zero_copy_only=False))
+    flag("inbound_template", _mask(inbound_template, null_as=False))
     status = pc.if_else(
         pc.fill_null(pc.equal(cols["status"], ""), True), DEFAULT_STATUS, cols["status"]
     )
     flag("invalid_status", _not_in(status, STATUSES))
     contact_ok = pc.match_substring_regex(cols["contact_id"], CONTACT_RE)
-    flag("invalid_contact_id", ~pc.fill_null(contact_ok, False).to_numpy(zero_copy_only=False))
+    flag("invalid_contact_id", ~_mask(contact_ok, null_as=False))
     flag("invalid_sent_at", bad_time)
     if partition_date is not None:
         day = pc.cast(pc.cast(sent_at, pa.timestamp("ns")), pa.date32())
         inside = pc.equal(day, pa.scalar(partition_date, pa.date32()))
-        flag("sent_at_outside_partition", ~pc.fill_null(inside, True).to_numpy(zero_copy_only=False))
+        flag("sent_at_outside_partition", ~_mask(inside, null_as=True))
     if lines is not None:
         line_ids = pa.array(list(lines), pa.string())
         owners = pa.array(list(lines.values()), pa.string())
         pos = pc.index_in(cols["line_id"], value_set=line_ids)
-        flag("unknown_line", ~pos.is_valid().to_numpy(zero_copy_only=False))
+        flag("unknown_line", ~_mask(pos.is_valid()))
         owner = pc.take(owners, pc.fill_null(pos, 0))
-        flag("line_of_other_customer", ~pc.fill_null(pc.equal(owner, cols["customer_id"]), True)
-             .to_numpy(zero_copy_only=False))
+        flag("line_of_other_customer", ~_mask(pc.equal(owner, cols["customer_id"]), null_as=True))
 
     row_numbers = pa.array(np.arange(1, n + 1, dtype=np.int64))  # 1-based, as an operator counts
     ok_mask = pa.array(reason == 0)
@@ -293,6 +292,10 @@ def _text(value) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def _mask(flags, null_as: bool = False) -> np.ndarray:
+    """An Arrow boolean array as a numpy mask, nulls taken as `null_as`."""
+    return np.asarray(pc.fill_null(flags, null_as).to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def _not_in(col: pa.ChunkedArray, allowed: tuple[str, ...]) -> np.ndarray:
-    isin = pc.is_in(col, value_set=pa.array(allowed, pa.string()))
-    return ~pc.fill_null(isin, False).to_numpy(zero_copy_only=False)
+    return ~_mask(pc.is_in(col, value_set=pa.array(allowed, pa.string())), null_as=False)

@@ -1,0 +1,70 @@
+"""Small builders shared by the tests: messages in hours from a base instant, and the two
+implementations run side by side on the same rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from billing_jobs import engine, reference
+from billing_jobs.contract import MESSAGES_SCHEMA, SOURCE_COLUMNS
+from billing_jobs.dedupe import deduplicate
+from billing_jobs.reference import Message
+
+BASE = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
+LINE_CUSTOMER = {"L1": "C1", "L2": "C1", "L3": "C2"}
+
+
+def at(hours: float) -> dt.datetime:
+    return BASE + dt.timedelta(hours=hours)
+
+
+def msg(mid: str, kind: str, hours: float, status: str = "sent", line: str = "L1",
+        contact: str = "+100") -> Message:
+    """kind: 'in' (inbound), 'tpl' (template) or 'free' (free-form outbound)."""
+    direction = "inbound" if kind == "in" else "outbound"
+    mtype = "template" if kind == "tpl" else "session"
+    return Message(mid, LINE_CUSTOMER[line], line, contact, direction, mtype, at(hours), status)
+
+
+def table_of(messages: list[Message]) -> pa.Table:
+    rows = [
+        {**m.__dict__, "source_file": "test", "source_row": i + 1} for i, m in enumerate(messages)
+    ]
+    return pa.Table.from_pylist(rows, schema=pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS]))
+
+
+def engine_result(messages: list[Message]) -> dict:
+    """What the product computes, in a shape comparable with `reference_result`."""
+    deduped = deduplicate(table_of(messages))
+    starts, anomalies = engine.conversation_starts(deduped.messages)
+    return {
+        "starts": sorted(
+            (r["message_id"], r["conversation_type"], r["started_at"], r["line_id"],
+             r["contact_id"], r["customer_id"])
+            for r in starts.to_pylist()
+        ),
+        "anomalies": sorted(anomalies.column("message_id").to_pylist()),
+        "duplicates": deduped.duplicates,
+        "conflicts": sorted(deduped.conflicts.column("message_id").to_pylist()),
+    }
+
+
+def reference_result(messages: list[Message]) -> dict:
+    result = reference.reconcile(messages)
+    return {
+        "starts": sorted(
+            (d.message.message_id, d.outcome, d.message.sent_at, d.message.line_id,
+             d.message.contact_id, d.message.customer_id)
+            for d in result.starts
+        ),
+        "anomalies": sorted(d.message.message_id for d in result.anomalies),
+        "duplicates": result.duplicates,
+        "conflicts": sorted(m.message_id for m in result.conflicts),
+    }
+
+
+def charged(result: dict) -> list[tuple[str, str]]:
+    """(message_id, conversation type) of the starts, in time order."""
+    return [(s[0], s[1]) for s in sorted(result["starts"], key=lambda s: (s[2], s[0]))]

@@ -1,0 +1,103 @@
+"""The `billing-jobs` command line as scripts and people use it: the installed console script, exit
+codes, and one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+BIN = Path(sys.executable).parent / "billing-jobs"
+
+
+def cli(*args, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_generate_is_reproducible_and_follows_the_landing_layout(tmp_path):
+    for name in ("a", "b"):
+        cli("generate", "--out", tmp_path / name, "--start", "2026-03-01", "--days", 3,
+            "--messages-per-day", 3000, "--seed", 5, "--format", "mixed")
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    files = digest(tmp_path / "a")
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        assert f"messages/date={day}/_SUCCESS" in files
+    assert any(f.endswith("-late.parquet") for f in files)  # past-midnight spill, a file of its own
+    assert {f.rsplit(".", 1)[-1] for f in files} >= {"parquet", "csv", "jsonl"}
+    for ref in ("customers.csv", "lines.csv", "rate_card.csv"):
+        assert f"reference/{ref}" in files
+    other = tmp_path / "c"
+    cli("generate", "--out", other, "--start", "2026-03-01", "--days", 3,
+        "--messages-per-day", 3000, "--seed", 6, "--format", "mixed")
+    assert digest(other) != digest(tmp_path / "a")
+
+
+def test_reconcile_writes_starts_and_reports_counts(tmp_path):
+    cli("generate", "--out", tmp_path, "--start", "2026-03-01", "--days", 2,
+        "--messages-per-day", 2000)
+    proc = cli("reconcile", "--messages", tmp_path / "messages", "--out", tmp_path / "s.parquet",
+               "--anomalies", tmp_path / "a.csv")
+    starts = pq.read_table(tmp_path / "s.parquet")
+    assert starts.column_names == ["message_id", "customer_id", "line_id", "contact_id",
+                                   "conversation_type", "started_at"]
+    assert starts.num_rows > 0
+    assert f"{starts.num_rows:,} conversation starts" in proc.stdout
+    assert "duplicates" in proc.stdout and "quarantined" in proc.stdout
+    anomalies = pcsv.read_csv(tmp_path / "a.csv")
+    assert set(anomalies.column("kind").to_pylist()) == {"outside_session"}
+
+    cli("reconcile", "--messages", tmp_path / "messages", "--out", tmp_path / "s.csv")
+    assert pcsv.read_csv(tmp_path / "s.csv").column("message_id").to_pylist() == \
+        starts.column("message_id").to_pylist()
+
+
+def test_explain_prints_the_decision_and_reason_for_each_message(tmp_path):
+    (tmp_path / "log.jsonl").write_text(
+        '{"message_id":"m1","customer_id":"C1","line_id":"L1","contact_id":"+1","direction":'
+        '"outbound","message_type":"template","sent_at":"2026-03-01T09:40:00Z"}\n'
+        '{"message_id":"m2","customer_id":"C1","line_id":"L1","contact_id":"+1","direction":'
+        '"inbound","message_type":"session","sent_at":"2026-03-01T10:02:00Z"}\n'
+        '{"message_id":"m3","customer_id":"C1","line_id":"L1","contact_id":"+1","direction":'
+        '"inbound","message_type":"session","sent_at":"2026-03-02T10:02:00Z"}\n'
+    )
+    out = cli("explain", "--line", "L1", "--contact", "+1", "--messages", tmp_path).stdout
+    lines = out.splitlines()
+    assert "3 messages, 2 conversation starts" in lines[0]
+    m1, m2, m3 = (next(x for x in lines if f" {m} " in x) for m in ("m1", "m2", "m3"))
+    assert "business_initiated" in m1
+    assert "answers attempt m1 at 2026-03-01 09:40:00" in m2
+    assert "user_initiated" in m3 and "exactly 24 h after inbound m2" in m3
+
+
+def test_bad_input_gives_one_line_and_a_nonzero_exit(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    proc = cli("reconcile", "--messages", tmp_path / "bad.parquet", "--out", tmp_path / "s.csv",
+               check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "bad.parquet" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    proc = cli("reconcile", "--messages", tmp_path / "nowhere", "--out", tmp_path / "s.csv",
+               check=False)
+    assert proc.returncode == 1 and "nowhere: no such file or directory" in proc.stderr
+
+    proc = cli("generate", "--out", tmp_path, "--start", "March", "--days", 1,
+               "--messages-per-day", 1, check=False)
+    assert proc.returncode == 2 and "not a date" in proc.stderr
+
+
+def test_every_command_has_help():
+    for command in ("generate", "reconcile", "explain"):
+        assert "usage: billing-jobs " + command in cli(command, "--help").stdout

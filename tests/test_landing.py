@@ -1,0 +1,123 @@
+"""Reading the landing zone: one schema from three formats, UTC everywhere, and every contract
+break quarantined with its reason, file and row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from billing_jobs import landing
+
+GOOD = {
+    "message_id": "m1", "customer_id": "C1", "line_id": "L1", "contact_id": "+4915112345",
+    "direction": "inbound", "message_type": "session", "sent_at": "2026-03-01T12:00:00Z",
+    "status": "read",
+}
+UTC = dt.timezone.utc
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_csv(path, rows):
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_three_formats_give_one_schema_and_the_same_rows(tmp_path):
+    rows = [GOOD, {**GOOD, "message_id": "m2", "sent_at": "2026-03-01T14:30:00+02:00"}]
+    parquet = tmp_path / "a.parquet"
+    table = pa.Table.from_pylist([{**r, "sent_at": dt.datetime.fromisoformat(r["sent_at"])}
+                                  for r in rows])
+    pq.write_table(table, parquet)
+    batches = [landing.read_files([p]) for p in
+               (parquet, write_csv(tmp_path / "b.csv", rows), write_jsonl(tmp_path / "c.jsonl", rows))]
+    for b in batches:
+        assert b.quarantined.num_rows == 0
+        assert b.valid.drop_columns(["source_file"]) == batches[0].valid.drop_columns(["source_file"])
+    assert batches[0].valid.column("sent_at").to_pylist() == [
+        dt.datetime(2026, 3, 1, 12, tzinfo=UTC), dt.datetime(2026, 3, 1, 12, 30, tzinfo=UTC)]
+
+
+def test_offsets_convert_to_utc_with_sub_second_precision(tmp_path):
+    path = write_jsonl(tmp_path / "x.jsonl",
+                       [{**GOOD, "sent_at": "2026-03-01T23:30:00.123456789-05:30"}])
+    valid = landing.read_files([path]).valid
+    ns = pa.compute.cast(valid.column("sent_at"), pa.int64())[0].as_py()
+    assert ns % 10**9 == 123456789
+    assert ns // 10**9 == int(dt.datetime(2026, 3, 2, 5, tzinfo=UTC).timestamp())
+
+
+def test_missing_status_means_sent(tmp_path):
+    row = {k: v for k, v in GOOD.items() if k != "status"}
+    valid = landing.read_files([write_jsonl(tmp_path / "x.jsonl", [row])]).valid
+    assert valid.column("status").to_pylist() == ["sent"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"message_id": ""}, "missing_message_id"),
+        ({"customer_id": None}, "missing_customer_id"),
+        ({"contact_id": ""}, "missing_contact_id"),
+        ({"sent_at": None}, "missing_sent_at"),
+        ({"direction": "sideways"}, "invalid_direction"),
+        ({"message_type": "sticker"}, "invalid_message_type"),
+        ({"message_type": "template"}, "inbound_template"),
+        ({"status": "seen"}, "invalid_status"),
+        ({"contact_id": "49 151 12345"}, "invalid_contact_id"),
+        ({"sent_at": "yesterday"}, "invalid_sent_at"),
+        ({"sent_at": "2026-03-01T12:00:00"}, "invalid_sent_at"),  # no offset: not guessed
+        ({"sent_at": "2026-13-01T12:00:00Z"}, "invalid_sent_at"),
+        ({"sent_at": "2026-03-02T00:00:00Z"}, "sent_at_outside_partition"),
+        ({"line_id": "L9"}, "unknown_line"),
+        ({"customer_id": "C2"}, "line_of_other_customer"),
+    ],
+)
+def test_contract_breaks_are_quarantined_with_a_reason(tmp_path, change, reason):
+    part = tmp_path / "messages" / "date=2026-03-01"
+    part.mkdir(parents=True)
+    path = write_jsonl(part / "x.jsonl", [GOOD, {**GOOD, "message_id": "bad", **change}])
+    batch = landing.read_files([path], lines={"L1": "C1"})
+    assert batch.valid.column("message_id").to_pylist() == ["m1"]
+    q = batch.quarantined.to_pylist()
+    assert [(r["reason"], r["source_row"], r["source_file"]) for r in q] == [(reason, 2, str(path))]
+    assert json.loads(q[0]["record"])["direction"] == change.get("direction", "inbound")
+
+
+def test_naive_parquet_timestamps_are_quarantined_not_guessed(tmp_path):
+    path = tmp_path / "naive.parquet"
+    pq.write_table(pa.Table.from_pylist([{**GOOD, "sent_at": dt.datetime(2026, 3, 1, 12)}]), path)
+    batch = landing.read_files([path])
+    assert batch.quarantined.column("reason").to_pylist() == ["invalid_sent_at"]
+
+
+def test_a_file_without_a_required_column_quarantines_every_row(tmp_path):
+    row = {k: v for k, v in GOOD.items() if k != "line_id"}
+    batch = landing.read_files([write_csv(tmp_path / "x.csv", [row, {**row, "message_id": "m2"}])])
+    assert batch.quarantined.column("reason").to_pylist() == ["missing_line_id"] * 2
+
+
+@pytest.mark.parametrize("name,content", [("broken.parquet", b"PAR1 not really"),
+                                          ("broken.jsonl", b'{"message_id": "m1", '),
+                                          ("broken.csv", b'a,b\n1,2,3,4\n')])
+def test_an_unreadable_file_fails_naming_the_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(landing.LandingError, match=name):
+        landing.read_files([path])
+
+
+def test_partition_files_of_a_missing_day_are_none(tmp_path):
+    assert landing.partition_files(tmp_path, dt.date(2026, 3, 1)) == []
