@@ -3,7 +3,8 @@
 Copies that agree on every contract column but `status` are one message with the most advanced
 status (sent < failed < delivered < read); copies that disagree on anything else are all
 quarantined as `conflicting_duplicate`. Only rows whose id occurs more than once are compared, so a
-day without duplicates costs one hash pass."""
+day without duplicates costs one hash pass, and the result is a selection of rows, not a copy.
+"""
 
 from __future__ import annotations
 
@@ -21,39 +22,41 @@ IDENTITY = ("customer_id", "line_id", "contact_id", "direction", "message_type",
 
 @dataclass
 class Deduplicated:
-    messages: pa.Table  # one row per message_id, status resolved
+    table: pa.Table  # the valid rows as read
+    rows: np.ndarray  # indices into `table`: one row per message_id, status resolved
     duplicates: int  # rows folded into another copy of the same message
     conflicts: pa.Table  # quarantine records of conflicting copies
+
+    @property
+    def messages(self) -> pa.Table:
+        return self.table.take(pa.array(self.rows))
 
 
 def deduplicate(valid: pa.Table) -> Deduplicated:
     n = valid.num_rows
     codes = pc.dictionary_encode(valid.column("message_id")).combine_chunks().indices
     codes = codes.to_numpy(zero_copy_only=False)
-    counts = np.bincount(codes, minlength=1) if n else np.zeros(0, dtype=np.int64)
-    repeated = counts[codes] > 1 if n else np.zeros(0, dtype=bool)
+    repeated = np.bincount(codes)[codes] > 1 if n else np.zeros(0, dtype=bool)
+    del codes
     if not repeated.any():
-        return Deduplicated(valid, 0, quarantine_rows(valid.slice(0, 0), [], [], []))
+        return Deduplicated(valid, np.arange(n), 0, quarantine_rows(valid.slice(0, 0), [], [], []))
 
     dup_idx = np.flatnonzero(repeated)
-    copies = valid.take(dup_idx).to_pandas(types_mapper=None)
+    copies = valid.take(pa.array(dup_idx)).to_pandas()
     copies["_row"] = dup_idx
-    copies["_code"] = codes[dup_idx]
-    copies["_rank"] = copies["status"].map(STATUS_RANK)
-    variants = copies.groupby("_code")[list(IDENTITY)].nunique(dropna=False).max(axis=1)
-    conflicting = copies["_code"].map(variants) > 1
+    copies["_rank"] = copies["status"].astype(str).map(STATUS_RANK)
+    identity = copies[["message_id", *IDENTITY]].astype({c: str for c in IDENTITY[:-1]})
+    variants = identity.groupby("message_id")[list(IDENTITY)].nunique().max(axis=1)
+    conflicting = (copies["message_id"].map(variants) > 1).to_numpy()
 
-    agreeing = copies[~conflicting].sort_values(["_code", "_rank", "_row"])
-    keep_rows = agreeing.drop_duplicates("_code", keep="last")
-    resolved = valid.take(keep_rows["_row"].to_numpy())
-
+    agreeing = copies[~conflicting].sort_values(["message_id", "_rank", "_row"])
+    kept = agreeing.drop_duplicates("message_id", keep="last")["_row"].to_numpy()
     bad = copies[conflicting].sort_values("_row")
     conflicts = quarantine_rows(
-        valid.take(bad["_row"].to_numpy()).drop_columns(["source_file", "source_row"]),
-        bad["source_file"].tolist(),
+        valid.take(pa.array(bad["_row"].to_numpy())).drop_columns(["source_file", "source_row"]),
+        bad["source_file"].astype(str).tolist(),
         bad["source_row"].tolist(),
         [CONFLICTING_DUPLICATE] * len(bad),
     )
-    singles = valid.filter(pa.array(~repeated))
-    messages = pa.concat_tables([singles, resolved])
-    return Deduplicated(messages, len(agreeing) - len(keep_rows), conflicts)
+    rows = np.sort(np.concatenate([np.flatnonzero(~repeated), kept]))
+    return Deduplicated(valid, rows, len(agreeing) - len(kept), conflicts)

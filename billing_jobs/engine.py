@@ -5,6 +5,10 @@ property tests keep the two equal. The idea: sort once into processing order, th
 the rules ask ("is a session open?", "is there a charged template in the last 24 h?") is about the
 *latest* earlier inbound message or charged template of the same stream, which a running maximum
 of row indices answers for all rows at once.
+
+Strings are never compared row by row: lines, contacts, directions and statuses arrive
+dictionary-encoded (see `contract.MESSAGES_SCHEMA`), and the engine works on their integer codes.
+Only the rows that end up charged are looked up as strings again.
 """
 
 from __future__ import annotations
@@ -27,35 +31,55 @@ from billing_jobs.contract import (
 DAY_NS = 24 * 3600 * 10**9
 
 
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
-    encoded = pc.dictionary_encode(column).combine_chunks()
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), len(encoded.dictionary)
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of a column and the dictionary they index (chunks must share it)."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    chunks = column.chunks
+    if not chunks:
+        return np.zeros(0, dtype=np.int32), pa.array([], pa.string())
+    dictionary = chunks[0].dictionary
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks])
+    return codes, dictionary
 
 
-def processing_order(messages: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices in processing order (stream, sent_at, inbound first, message_id byte-wise),
-    and each row's stream code."""
-    line, _ = _codes(messages.column("line_id"))
-    contact, n_contacts = _codes(messages.column("contact_id"))
-    stream = line * max(n_contacts, 1) + contact
-    sent = pc.cast(messages.column("sent_at"), pa.int64()).to_numpy()
-    outbound = pc.not_equal(messages.column("direction"), INBOUND).to_numpy(zero_copy_only=False)
-    # sent_at is < 2**62 ns until 2116, so twice it plus the direction bit stays in an int64.
-    when = sent * 2 + outbound
-    order = np.lexsort((when, stream))
-    s, w = stream[order], when[order]
+def _code_of(dictionary: pa.Array, value: str) -> int:
+    pos = pc.index(dictionary, value).as_py()
+    return -1 if pos is None else pos  # -1 matches no row
+
+
+def _sort_key(stream: np.ndarray, sent: np.ndarray, outbound: np.ndarray) -> np.ndarray:
+    """Row order by (stream, sent_at, inbound first). One int64 key when it fits, which is the
+    usual case (whole milliseconds over a few days); else a two-key lexicographic sort."""
+    if len(sent) == 0:
+        return np.zeros(0, dtype=np.int64)
+    t0 = int(sent.min())
+    offset = sent - t0
+    unit = next(u for u in (10**9, 10**6, 10**3, 1) if u == 1 or not (offset % u).any())
+    slots = (int(offset.max()) // unit + 1) * 2
+    if (int(stream.max()) + 1) * slots < 2**62:
+        key = stream.astype(np.int64) * slots + (offset // unit) * 2 + outbound
+        return np.argsort(key, kind="stable")
+    return np.lexsort((sent * 2 + outbound, stream))  # sent < 2**62 ns, i.e. before 2116
+
+
+def processing_order(stream, sent, outbound, message_ids: pa.ChunkedArray, rows: np.ndarray):
+    """Positions into `rows` in processing order: stream, sent_at, inbound before outbound, then
+    message_id byte-wise. Only runs of rows equal on the first three compare message ids."""
+    order = _sort_key(stream, sent, outbound)
+    s, t, o = stream[order], sent[order], outbound[order]
     same = np.zeros(len(order), dtype=bool)  # same stream, instant and direction as the row before
-    same[1:] = (s[1:] == s[:-1]) & (w[1:] == w[:-1])
-    if same.any():  # only such ties need the (costly) message_id comparison
+    same[1:] = (s[1:] == s[:-1]) & (t[1:] == t[:-1]) & (o[1:] == o[:-1])
+    if same.any():
         in_tie = same.copy()
         in_tie[:-1] |= same[1:]
         group = np.cumsum(~same)
         pos = np.flatnonzero(in_tie)
-        ids = messages.column("message_id").take(pa.array(order[pos]))
-        ranked = pa.table({"g": group[pos], "row": order[pos], "id": ids})
+        ids = message_ids.take(pa.array(rows[order[pos]]))
+        ranked = pa.table({"g": group[pos], "at": order[pos], "id": ids})
         ranked = ranked.sort_by([("g", "ascending"), ("id", "ascending")])
-        order[pos] = ranked.column("row").to_numpy()  # each group keeps its block of positions
-    return order, stream
+        order[pos] = ranked.column("at").to_numpy()  # each tie group keeps its block of positions
+    return order
 
 
 def _latest_before(flag: np.ndarray, first_of_stream: np.ndarray) -> np.ndarray:
@@ -68,28 +92,36 @@ def _latest_before(flag: np.ndarray, first_of_stream: np.ndarray) -> np.ndarray:
     return np.where(before >= first_of_stream, before, -1)
 
 
-def conversation_starts(messages: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Charged starts and outside-session anomalies of deduplicated messages (STARTS_SCHEMA,
-    ANOMALIES_SCHEMA), each sorted by instant then message_id."""
-    live = messages.filter(pc.not_equal(messages.column("status"), FAILED))
-    if live.num_rows == 0:
-        return STARTS_SCHEMA.empty_table(), ANOMALIES_SCHEMA.empty_table()
-    order, stream = processing_order(live)
-    rows = live.take(pa.array(order))
-    n = rows.num_rows
-    stream = stream[order]
-    sent = pc.cast(rows.column("sent_at"), pa.int64()).to_numpy()
-    inbound = pc.equal(rows.column("direction"), INBOUND).to_numpy(zero_copy_only=False)
-    template = pc.equal(rows.column("message_type"), TEMPLATE).to_numpy(zero_copy_only=False)
-    template &= ~inbound
+def conversation_starts(messages: pa.Table, rows: np.ndarray | None = None
+                        ) -> tuple[pa.Table, pa.Table]:
+    """Charged starts and outside-session anomalies (STARTS_SCHEMA, ANOMALIES_SCHEMA), each sorted
+    by instant then message_id, of the deduplicated messages `messages.take(rows)` (all rows if
+    `rows` is None)."""
+    messages = messages.unify_dictionaries()
+    line, _ = _codes(messages.column("line_id"))
+    contact, contacts = _codes(messages.column("contact_id"))
+    direction, directions = _codes(messages.column("direction"))
+    mtype, mtypes = _codes(messages.column("message_type"))
+    status, statuses = _codes(messages.column("status"))
+    sent = pc.cast(messages.column("sent_at"), pa.int64()).to_numpy()
+    if rows is None:
+        rows = np.arange(messages.num_rows)
+    rows = rows[status[rows] != _code_of(statuses, FAILED)]  # failed sends take no part
+
+    inbound = direction[rows] == _code_of(directions, INBOUND)
+    stream = line[rows].astype(np.int64) * max(len(contacts), 1) + contact[rows]
+    sent = sent[rows]
+    order = processing_order(stream, sent, ~inbound, messages.column("message_id"), rows)
+    rows, stream, sent, inbound = rows[order], stream[order], sent[order], inbound[order]
+    template = (mtype[rows] == _code_of(mtypes, TEMPLATE)) & ~inbound
+    n = len(rows)
 
     new_stream = np.ones(n, dtype=bool)
     new_stream[1:] = stream[1:] != stream[:-1]
-    first_of_stream = np.maximum.accumulate(np.where(new_stream, np.arange(n), 0))
+    first_of_stream = np.maximum.accumulate(np.where(new_stream, np.arange(n), 0)) if n else rows
 
     last_in = _latest_before(inbound, first_of_stream)
     session_open = (last_in >= 0) & (sent[last_in] > sent - DAY_NS)
-
     business = template & ~session_open
     last_attempt = _latest_before(business, first_of_stream)
     t0 = sent[last_attempt]
@@ -98,23 +130,26 @@ def conversation_starts(messages: pa.Table) -> tuple[pa.Table, pa.Table]:
     outside = ~inbound & ~template & ~session_open
 
     charged = user | business
-    kind = np.where(user[charged], USER_INITIATED, BUSINESS_INITIATED)
-    starts = rows.filter(pa.array(charged)).select(
-        ["message_id", "customer_id", "line_id", "contact_id", "sent_at"]
-    )
-    starts = pa.table(
-        {
-            **{c: starts.column(c) for c in ("message_id", "customer_id", "line_id", "contact_id")},
-            "conversation_type": pa.array(kind, pa.string()),
-            "started_at": starts.column("sent_at"),
-        },
-        schema=STARTS_SCHEMA,
-    )
-    anomalies = rows.filter(pa.array(outside)).select(list(ANOMALIES_SCHEMA.names[:-1]))
-    anomalies = anomalies.append_column(
-        "kind", pa.array([OUTSIDE_SESSION] * anomalies.num_rows, pa.string())
-    )
+    starts = _strings(messages.take(pa.array(rows[charged])),
+                      ["message_id", "customer_id", "line_id", "contact_id"])
+    starts["conversation_type"] = pa.array(
+        np.where(user[charged], USER_INITIATED, BUSINESS_INITIATED), pa.string())
+    starts["started_at"] = messages.column("sent_at").take(pa.array(rows[charged]))
+    anomalies = _strings(messages.take(pa.array(rows[outside])),
+                         ["message_id", "customer_id", "line_id", "contact_id", "sent_at"])
+    anomalies["kind"] = pa.array([OUTSIDE_SESSION] * int(outside.sum()), pa.string())
     return (
-        starts.sort_by([("started_at", "ascending"), ("message_id", "ascending")]),
-        anomalies.sort_by([("sent_at", "ascending"), ("message_id", "ascending")]),
+        pa.table(starts, schema=STARTS_SCHEMA)
+        .sort_by([("started_at", "ascending"), ("message_id", "ascending")]),
+        pa.table(anomalies, schema=ANOMALIES_SCHEMA)
+        .sort_by([("sent_at", "ascending"), ("message_id", "ascending")]),
     )
+
+
+def _strings(table: pa.Table, columns: list[str]) -> dict[str, pa.ChunkedArray]:
+    """Columns with dictionaries decoded to plain values, for output."""
+    out = {}
+    for c in columns:
+        col = table.column(c)
+        out[c] = pc.cast(col, col.type.value_type) if pa.types.is_dictionary(col.type) else col
+    return out

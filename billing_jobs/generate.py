@@ -172,7 +172,8 @@ def _with_noise(rng: np.random.Generator, table: pa.Table) -> pa.Table:
         pa.array(["sideways"] * broken.num_rows, pa.string()),
     )
     mixed = pa.concat_tables([table, copies, moved, broken])
-    return mixed.take(pa.array(rng.permutation(mixed.num_rows)))  # files are not in time order
+    # files are not in time order; cut back to n rows so a partition's size is what was asked for
+    return mixed.take(pa.array(rng.permutation(mixed.num_rows)[:n]))
 
 
 def write_reference(out: Path, world: World, start: dt.date, days: int) -> None:
@@ -226,7 +227,7 @@ def _write(table: pa.Table, path: Path, fmt: str) -> None:
 
 def generate(out: str | Path, start: dt.date, days: int, messages_per_day: int, seed: int = 7,
              fmt: str = "parquet") -> dict:
-    """Write `days` partitions of about `messages_per_day` rows each, plus the reference set.
+    """Write `days` partitions of exactly `messages_per_day` rows each, plus the reference set.
 
     `fmt` is parquet, csv, jsonl, or mixed (each day in the next format, round robin)."""
     out = Path(out)
@@ -235,24 +236,24 @@ def generate(out: str | Path, start: dt.date, days: int, messages_per_day: int, 
     write_reference(out, world, start, days)
     formats = ["parquet", "csv", "jsonl"] if fmt == "mixed" else [fmt]
     end = start + dt.timedelta(days=days)
-    written, first_id = 0, 0
+    landed: dict[dt.date, int] = {}  # rows written per partition, spills from earlier days included
+    first_id = 0
     for d in range(days):
         day = start + dt.timedelta(days=d)
-        left, chunk = messages_per_day, 0
-        while left > 0:
-            rows = min(left, CHUNK_ROWS)
+        for chunk in range(10_000):  # top up until the partition holds exactly messages_per_day
+            rows = min(messages_per_day - landed.get(day, 0), CHUNK_ROWS)
+            if rows <= 0:
+                break
             table = conversations(rng, world, day, rows, first_id, seed)
-            first_id += rows + 1_000_000  # room for any id the generator might add
+            first_id += rows
             dates = pc.cast(pc.cast(table.column("sent_at"), pa.timestamp("ms")), pa.date32())
             for target in sorted(set(dates.to_pylist())):
                 if target >= end:
-                    continue
+                    continue  # the conversation ran past the generated period
                 part = table.filter(pc.equal(dates, pa.scalar(target, pa.date32())))
                 name = f"part-{day:%Y%m%d}-{chunk:03d}" + ("" if target == day else "-late")
                 _write(part, out / "messages" / f"date={target}" / name, formats[d % len(formats)])
-                written += part.num_rows
-            left -= rows
-            chunk += 1
+                landed[target] = landed.get(target, 0) + part.num_rows
     for d in range(days):
         (out / "messages" / f"date={start + dt.timedelta(days=d)}" / "_SUCCESS").touch()
-    return {"rows": written, "lines": len(world.line_ids), "customers": len(world.customers)}
+    return {"rows": sum(landed.values()), "lines": len(world.line_ids), "customers": len(world.customers)}

@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 from billing_jobs.contract import (
     CONTRACT_COLUMNS,
     DEFAULT_STATUS,
+    DICT,
+    DICTIONARY_COLUMNS,
     DIRECTIONS,
     INBOUND,
     MESSAGE_TYPES,
@@ -50,6 +52,7 @@ REASONS = (
 )
 CONFLICTING_DUPLICATE = "conflicting_duplicate"  # decided by deduplication, not here
 
+VALID_SCHEMA = pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS])
 QUARANTINE_SCHEMA = pa.schema(
     [*SOURCE_COLUMNS, ("message_id", pa.string()), ("reason", pa.string()), ("record", pa.string())]
 )
@@ -98,20 +101,31 @@ def partition_files(source: str | Path, day: dt.date) -> list[Path]:
 
 
 def read_raw(path: Path) -> pa.Table:
-    """One file as read, before validation. Raises LandingError naming the file if unreadable."""
+    """One file as read, before validation. Raises LandingError naming the file if unreadable.
+
+    Only contract columns are kept (others are ignored, as the contract allows); low-cardinality
+    columns are read dictionary-encoded where the format allows it."""
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
+            names = pq.read_schema(path).names
+            table = pq.read_table(
+                path,
+                columns=[c for c in CONTRACT_COLUMNS if c in names],
+                read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names],
+            )
         elif path.suffix == ".csv":
             import pyarrow.csv as pcsv
 
             table = pcsv.read_csv(
                 path,
                 convert_options=pcsv.ConvertOptions(
-                    column_types={c: pa.string() for c in CONTRACT_COLUMNS},
+                    column_types={c: DICT if c in DICTIONARY_COLUMNS else pa.string()
+                                  for c in CONTRACT_COLUMNS},
                     strings_can_be_null=True,
+                    include_columns=list(CONTRACT_COLUMNS),
+                    include_missing_columns=True,
                 ),
             )
         elif path.suffix == ".jsonl":
@@ -146,10 +160,11 @@ def read_files(
         day = partition_date_of(path) if partition_date == "infer" else partition_date
         ok, bad = validate(raw, str(path), day, lines)
         rows += raw.num_rows
+        del raw
         valid.append(ok)
         quarantined.append(bad)
     return Batch(
-        valid=pa.concat_tables(valid) if valid else empty_valid(),
+        valid=(pa.concat_tables(valid) if valid else empty_valid()).unify_dictionaries(),
         quarantined=pa.concat_tables(quarantined) if quarantined else QUARANTINE_SCHEMA.empty_table(),
         rows_read=rows,
         files=[str(p) for p in paths],
@@ -157,17 +172,35 @@ def read_files(
 
 
 def empty_valid() -> pa.Table:
-    return pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS]).empty_table()
+    return VALID_SCHEMA.empty_table()
 
 
-def _string_column(raw: pa.Table, name: str) -> pa.ChunkedArray:
-    n = raw.num_rows
+def _column(raw: pa.Table, name: str) -> pa.ChunkedArray:
+    """A contract column in its normalised type (string or dictionary), all nulls if absent."""
+    target = DICT if name in DICTIONARY_COLUMNS else pa.string()
     if name not in raw.column_names:
-        return pa.chunked_array([pa.nulls(n, pa.string())])
+        return pa.chunked_array([pa.nulls(raw.num_rows, target)], type=target)
     col = raw.column(name)
-    if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+    if col.type == target:
+        return col
+    if pa.types.is_dictionary(col.type):
         col = pc.cast(col, pa.string())
-    return col.cast(pa.string())
+    if not pa.types.is_string(col.type):
+        col = pc.cast(col, pa.string())
+    return pc.dictionary_encode(col) if target == DICT else col
+
+
+def _check(col: pa.ChunkedArray, test, null_as: bool) -> np.ndarray:
+    """`test` (Arrow array -> boolean array) for every row, as a numpy mask. On a dictionary column
+    it runs once per distinct value and is spread to the rows through the indices."""
+    if not pa.types.is_dictionary(col.type):
+        return _mask(test(col), null_as)
+    parts = []
+    for chunk in col.chunks:
+        per_value = np.append(_mask(test(chunk.dictionary), null_as), null_as)
+        idx = pc.fill_null(chunk.indices, len(per_value) - 1)  # a null row reads the last slot
+        parts.append(per_value[idx.to_numpy(zero_copy_only=False)])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
 def parse_sent_at(raw: pa.Table) -> tuple[pa.ChunkedArray, np.ndarray]:
@@ -181,7 +214,7 @@ def parse_sent_at(raw: pa.Table) -> tuple[pa.ChunkedArray, np.ndarray]:
             present = _mask(col.is_valid())
             return pa.chunked_array([pa.nulls(n, TIMESTAMP)]), present
         return pc.cast(col, TIMESTAMP), np.zeros(n, dtype=bool)
-    text = _string_column(raw, "sent_at")
+    text = _column(raw, "sent_at")
     present = _mask(pc.not_equal(text, ""), null_as=False)
     well_formed = pc.fill_null(pc.match_substring_regex(text, ISO_WITH_OFFSET), False)
     candidate = pc.if_else(well_formed, text, pa.scalar(None, pa.string()))
@@ -209,48 +242,41 @@ def validate(
     `lines` maps line_id -> customer_id; without it the line checks are skipped (pure reconcile).
     """
     n = raw.num_rows
-    cols = {c: _string_column(raw, c) for c in CONTRACT_COLUMNS if c != "sent_at"}
+    cols = {c: _column(raw, c) for c in CONTRACT_COLUMNS if c != "sent_at"}
     sent_at, bad_time = parse_sent_at(raw)
     reason = np.zeros(n, dtype=np.int16)  # 0 = valid, k = REASONS[k - 1]
 
-    def flag(name: str, mask) -> None:
-        mask = np.asarray(mask, dtype=bool)
+    def flag(name: str, mask: np.ndarray) -> None:
         reason[(reason == 0) & mask] = REASONS.index(name) + 1
-
-    def missing(col: pa.ChunkedArray) -> np.ndarray:
-        return _mask(pc.equal(col, ""), null_as=True)
 
     for c in REQUIRED_COLUMNS:
         if c == "sent_at":
             flag("missing_sent_at", ~_mask(sent_at.is_valid()) & ~bad_time)
         else:
-            flag(f"missing_{c}", missing(cols[c]))
+            flag(f"missing_{c}", _check(cols[c], lambda v: pc.equal(v, ""), null_as=True))
     direction, mtype = cols["direction"], cols["message_type"]
-    flag("invalid_direction", _not_in(direction, DIRECTIONS))
-    flag("invalid_message_type", _not_in(mtype, MESSAGE_TYPES))
-    inbound_template = pc.and_(pc.equal(direction, INBOUND), pc.equal(mtype, TEMPLATE))
-    flag("inbound_template", _mask(inbound_template, null_as=False))
-    status = pc.if_else(
-        pc.fill_null(pc.equal(cols["status"], ""), True), DEFAULT_STATUS, cols["status"]
-    )
-    flag("invalid_status", _not_in(status, STATUSES))
-    contact_ok = pc.match_substring_regex(cols["contact_id"], CONTACT_RE)
-    flag("invalid_contact_id", ~_mask(contact_ok, null_as=False))
+    flag("invalid_direction", ~_check(direction, _is_in(DIRECTIONS), null_as=False))
+    flag("invalid_message_type", ~_check(mtype, _is_in(MESSAGE_TYPES), null_as=False))
+    inbound = _check(direction, lambda v: pc.equal(v, INBOUND), null_as=False)
+    flag("inbound_template", inbound & _check(mtype, lambda v: pc.equal(v, TEMPLATE), False))
+    status_given = ~_check(cols["status"], lambda v: pc.equal(v, ""), null_as=True)
+    flag("invalid_status", status_given & ~_check(cols["status"], _is_in(STATUSES), False))
+    contact_ok = _check(cols["contact_id"], lambda v: pc.match_substring_regex(v, CONTACT_RE), False)
+    flag("invalid_contact_id", ~contact_ok)
     flag("invalid_sent_at", bad_time)
     if partition_date is not None:
         day = pc.cast(pc.cast(sent_at, pa.timestamp("ns")), pa.date32())
         inside = pc.equal(day, pa.scalar(partition_date, pa.date32()))
         flag("sent_at_outside_partition", ~_mask(inside, null_as=True))
     if lines is not None:
-        line_ids = pa.array(list(lines), pa.string())
-        owners = pa.array(list(lines.values()), pa.string())
-        pos = pc.index_in(cols["line_id"], value_set=line_ids)
-        flag("unknown_line", ~_mask(pos.is_valid()))
-        owner = pc.take(owners, pc.fill_null(pos, 0))
-        flag("line_of_other_customer", ~_mask(pc.equal(owner, cols["customer_id"]), null_as=True))
+        known = _is_in(tuple(lines))
+        flag("unknown_line", ~_check(cols["line_id"], known, null_as=False))
+        flag("line_of_other_customer", ~_owned_by(cols["line_id"], cols["customer_id"], lines))
 
-    row_numbers = pa.array(np.arange(1, n + 1, dtype=np.int64))  # 1-based, as an operator counts
-    ok_mask = pa.array(reason == 0)
+    status = cols["status"]
+    if not status_given.all():  # a missing status means "sent"
+        status = pc.dictionary_encode(pc.if_else(pa.array(status_given), pc.cast(status, pa.string()),
+                                                 DEFAULT_STATUS))
     valid = pa.table(
         {
             **{c: cols[c] for c in ("message_id", "customer_id", "line_id", "contact_id")},
@@ -258,16 +284,21 @@ def validate(
             "message_type": mtype,
             "sent_at": sent_at,
             "status": status,
-            "source_file": pa.array(np.full(n, source_file, dtype=object), pa.string()),
-            "source_row": row_numbers,
-        }
-    ).filter(ok_mask)
+            "source_file": pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, dtype=np.int32)), pa.array([source_file], pa.string())
+            ),
+            "source_row": pa.array(np.arange(1, n + 1, dtype=np.int64)),  # 1-based, as people count
+        },
+        schema=VALID_SCHEMA,
+    )
     bad_idx = np.flatnonzero(reason)
+    if len(bad_idx):
+        valid = valid.filter(pa.array(reason == 0))
     quarantined = quarantine_rows(
-        raw.take(bad_idx), source_file, row_numbers.take(bad_idx),
+        raw.take(bad_idx), source_file, (bad_idx + 1).tolist(),
         [REASONS[r - 1] for r in reason[bad_idx]],
     )
-    return valid.cast(pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS])), quarantined
+    return valid, quarantined
 
 
 def quarantine_rows(raw: pa.Table, source_file, source_rows, reasons: list[str]) -> pa.Table:
@@ -292,10 +323,27 @@ def _text(value) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def _owned_by(line: pa.ChunkedArray, customer: pa.ChunkedArray, lines: dict[str, str]) -> np.ndarray:
+    """Rows whose line belongs to their customer (or whose line is unknown: checked elsewhere),
+    compared on dictionary codes: one lookup per distinct line, not per row."""
+    line, customer = line.combine_chunks(), customer.combine_chunks()
+    if len(line) == 0:
+        return np.zeros(0, dtype=bool)
+    owners = [lines.get(v) for v in line.dictionary.to_pylist()]
+    owner_code = pc.index_in(pa.array(owners, pa.string()), value_set=customer.dictionary)
+    owner_code = pc.fill_null(owner_code, -2).to_numpy(zero_copy_only=False).copy()  # -2: no match
+    owner_code[[o is None for o in owners]] = -1  # unknown line: reported as unknown_line instead
+    owner_code = np.append(owner_code, -1)  # a null line: reported as missing_line_id
+    expected = owner_code[pc.fill_null(line.indices, len(owner_code) - 1).to_numpy()]
+    actual = pc.fill_null(customer.indices, -3).to_numpy(zero_copy_only=False)
+    return (expected == -1) | (expected == actual)
+
+
 def _mask(flags, null_as: bool = False) -> np.ndarray:
     """An Arrow boolean array as a numpy mask, nulls taken as `null_as`."""
     return np.asarray(pc.fill_null(flags, null_as).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _not_in(col: pa.ChunkedArray, allowed: tuple[str, ...]) -> np.ndarray:
-    return ~_mask(pc.is_in(col, value_set=pa.array(allowed, pa.string())), null_as=False)
+def _is_in(allowed: tuple[str, ...]):
+    value_set = pa.array(allowed, pa.string())
+    return lambda values: pc.is_in(values, value_set=value_set)

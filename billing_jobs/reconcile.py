@@ -10,13 +10,13 @@ import pyarrow.compute as pc
 
 from billing_jobs import engine
 from billing_jobs.contract import FAILED
-from billing_jobs.dedupe import deduplicate
+from billing_jobs.dedupe import Deduplicated, deduplicate
 from billing_jobs.landing import Batch
 
 
 @dataclass
 class Reconciliation:
-    messages: pa.Table  # accepted messages, one per message_id (failed ones included)
+    deduplicated: Deduplicated  # accepted messages, one per message_id (failed ones included)
     starts: pa.Table
     anomalies: pa.Table
     quarantined: pa.Table  # contract breaks and conflicting duplicates
@@ -24,12 +24,17 @@ class Reconciliation:
     duplicates: int
 
     @property
+    def messages(self) -> pa.Table:
+        return self.deduplicated.messages
+
+    @property
     def accepted(self) -> int:
-        return self.messages.num_rows
+        return len(self.deduplicated.rows)
 
     @property
     def failed(self) -> int:
-        return pc.sum(pc.equal(self.messages.column("status"), FAILED)).as_py() or 0
+        status = self.deduplicated.table.column("status").take(pa.array(self.deduplicated.rows))
+        return pc.sum(pc.equal(pc.cast(status, pa.string()), FAILED)).as_py() or 0
 
     def counts(self) -> dict[str, int]:
         return {
@@ -45,9 +50,9 @@ class Reconciliation:
 
 def reconcile(batch: Batch) -> Reconciliation:
     deduped = deduplicate(batch.valid)
-    starts, anomalies = engine.conversation_starts(deduped.messages)
+    starts, anomalies = engine.conversation_starts(deduped.table, deduped.rows)
     result = Reconciliation(
-        messages=deduped.messages,
+        deduplicated=deduped,
         starts=starts,
         anomalies=anomalies,
         quarantined=pa.concat_tables([batch.quarantined, deduped.conflicts]),

@@ -38,7 +38,7 @@ def table_of(messages: list[Message]) -> pa.Table:
 def engine_result(messages: list[Message]) -> dict:
     """What the product computes, in a shape comparable with `reference_result`."""
     deduped = deduplicate(table_of(messages))
-    starts, anomalies = engine.conversation_starts(deduped.messages)
+    starts, anomalies = engine.conversation_starts(deduped.table, deduped.rows)
     return {
         "starts": sorted(
             (r["message_id"], r["conversation_type"], r["started_at"], r["line_id"],
