@@ -25,7 +25,7 @@ def run_duckdb(folder: Path):
     sql = (Path(__file__).parent / "peer_reconcile.sql").read_text()
     con = duckdb.connect()
     con.execute("set timezone = 'UTC'")
-    return con.execute(sql, {"files": files}).to_arrow_table()
+    return con.sql(sql, params={"files": files}).to_arrow_table()
 
 
 def main(impl: str, folder: str) -> None:

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from billing_jobs.contract import STATUS_RANK
 from billing_jobs.landing import CONFLICTING_DUPLICATE, quarantine_rows
+from billing_jobs.tables import take_rows
 
 IDENTITY = ("customer_id", "line_id", "contact_id", "direction", "message_type", "sent_at")
 
@@ -29,20 +30,38 @@ class Deduplicated:
 
     @property
     def messages(self) -> pa.Table:
-        return self.table.take(pa.array(self.rows))
+        return take_rows(self.table, self.rows)
+
+
+def _maybe_repeated(ids: pa.ChunkedArray) -> np.ndarray:
+    """Rows whose message_id *may* occur more than once: equal 64-bit hashes. A superset of the
+    true repeats (a hash collision only adds a row to the exact comparison below), found without
+    building a hash table of every id string. DuckDB's hash() is used as a fast vectorised kernel,
+    multi-threaded and zero-copy over Arrow; no rule is evaluated there."""
+    import duckdb
+
+    if len(ids) == 0:
+        return np.zeros(0, dtype=bool)
+    with duckdb.connect() as con:
+        con.register("ids", pa.table({"id": ids}))
+        hashes = con.sql("select hash(id) as h from ids").to_arrow_table().column("h")
+    hashes = hashes.to_numpy()
+    ordered = np.sort(hashes)
+    twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not len(twice):
+        return np.zeros(len(hashes), dtype=bool)
+    pos = np.minimum(np.searchsorted(twice, hashes), len(twice) - 1)
+    return twice[pos] == hashes
 
 
 def deduplicate(valid: pa.Table) -> Deduplicated:
     n = valid.num_rows
-    codes = pc.dictionary_encode(valid.column("message_id")).combine_chunks().indices
-    codes = codes.to_numpy(zero_copy_only=False)
-    repeated = np.bincount(codes)[codes] > 1 if n else np.zeros(0, dtype=bool)
-    del codes
+    repeated = _maybe_repeated(valid.column("message_id"))
     if not repeated.any():
         return Deduplicated(valid, np.arange(n), 0, quarantine_rows(valid.slice(0, 0), [], [], []))
 
     dup_idx = np.flatnonzero(repeated)
-    copies = valid.take(pa.array(dup_idx)).to_pandas()
+    copies = take_rows(valid, dup_idx).to_pandas()
     copies["_row"] = dup_idx
     copies["_rank"] = copies["status"].astype(str).map(STATUS_RANK)
     identity = copies[["message_id", *IDENTITY]].astype({c: str for c in IDENTITY[:-1]})
@@ -53,7 +72,7 @@ def deduplicate(valid: pa.Table) -> Deduplicated:
     kept = agreeing.drop_duplicates("message_id", keep="last")["_row"].to_numpy()
     bad = copies[conflicting].sort_values("_row")
     conflicts = quarantine_rows(
-        valid.take(pa.array(bad["_row"].to_numpy())).drop_columns(["source_file", "source_row"]),
+        take_rows(valid, bad["_row"].to_numpy(), list(valid.column_names[:8])),
         bad["source_file"].astype(str).tolist(),
         bad["source_row"].tolist(),
         [CONFLICTING_DUPLICATE] * len(bad),

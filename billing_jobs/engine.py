@@ -27,20 +27,9 @@ from billing_jobs.contract import (
     TEMPLATE,
     USER_INITIATED,
 )
+from billing_jobs.tables import dictionary_codes, take_column, take_rows
 
 DAY_NS = 24 * 3600 * 10**9
-
-
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Integer codes of a column and the dictionary they index (chunks must share it)."""
-    if not pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column)
-    chunks = column.chunks
-    if not chunks:
-        return np.zeros(0, dtype=np.int32), pa.array([], pa.string())
-    dictionary = chunks[0].dictionary
-    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks])
-    return codes, dictionary
 
 
 def _code_of(dictionary: pa.Array, value: str) -> int:
@@ -59,7 +48,7 @@ def _sort_key(stream: np.ndarray, sent: np.ndarray, outbound: np.ndarray) -> np.
     slots = (int(offset.max()) // unit + 1) * 2
     if (int(stream.max()) + 1) * slots < 2**62:
         key = stream.astype(np.int64) * slots + (offset // unit) * 2 + outbound
-        return np.argsort(key, kind="stable")
+        return np.argsort(key)  # equal keys are re-ordered by message_id afterwards
     return np.lexsort((sent * 2 + outbound, stream))  # sent < 2**62 ns, i.e. before 2116
 
 
@@ -75,7 +64,7 @@ def processing_order(stream, sent, outbound, message_ids: pa.ChunkedArray, rows:
         in_tie[:-1] |= same[1:]
         group = np.cumsum(~same)
         pos = np.flatnonzero(in_tie)
-        ids = message_ids.take(pa.array(rows[order[pos]]))
+        ids = take_column(message_ids, rows[order[pos]])
         ranked = pa.table({"g": group[pos], "at": order[pos], "id": ids})
         ranked = ranked.sort_by([("g", "ascending"), ("id", "ascending")])
         order[pos] = ranked.column("at").to_numpy()  # each tie group keeps its block of positions
@@ -97,12 +86,11 @@ def conversation_starts(messages: pa.Table, rows: np.ndarray | None = None
     """Charged starts and outside-session anomalies (STARTS_SCHEMA, ANOMALIES_SCHEMA), each sorted
     by instant then message_id, of the deduplicated messages `messages.take(rows)` (all rows if
     `rows` is None)."""
-    messages = messages.unify_dictionaries()
-    line, _ = _codes(messages.column("line_id"))
-    contact, contacts = _codes(messages.column("contact_id"))
-    direction, directions = _codes(messages.column("direction"))
-    mtype, mtypes = _codes(messages.column("message_type"))
-    status, statuses = _codes(messages.column("status"))
+    line, _ = dictionary_codes(messages.column("line_id"))
+    contact, contacts = dictionary_codes(messages.column("contact_id"))
+    direction, directions = dictionary_codes(messages.column("direction"))
+    mtype, mtypes = dictionary_codes(messages.column("message_type"))
+    status, statuses = dictionary_codes(messages.column("status"))
     sent = pc.cast(messages.column("sent_at"), pa.int64()).to_numpy()
     if rows is None:
         rows = np.arange(messages.num_rows)
@@ -130,13 +118,11 @@ def conversation_starts(messages: pa.Table, rows: np.ndarray | None = None
     outside = ~inbound & ~template & ~session_open
 
     charged = user | business
-    starts = _strings(messages.take(pa.array(rows[charged])),
-                      ["message_id", "customer_id", "line_id", "contact_id"])
+    starts = _strings(take_rows(messages, rows[charged], list(STARTS_SCHEMA.names[:4]) + ["sent_at"]))
     starts["conversation_type"] = pa.array(
         np.where(user[charged], USER_INITIATED, BUSINESS_INITIATED), pa.string())
-    starts["started_at"] = messages.column("sent_at").take(pa.array(rows[charged]))
-    anomalies = _strings(messages.take(pa.array(rows[outside])),
-                         ["message_id", "customer_id", "line_id", "contact_id", "sent_at"])
+    starts["started_at"] = starts.pop("sent_at")
+    anomalies = _strings(take_rows(messages, rows[outside], list(ANOMALIES_SCHEMA.names[:5])))
     anomalies["kind"] = pa.array([OUTSIDE_SESSION] * int(outside.sum()), pa.string())
     return (
         pa.table(starts, schema=STARTS_SCHEMA)
@@ -146,10 +132,10 @@ def conversation_starts(messages: pa.Table, rows: np.ndarray | None = None
     )
 
 
-def _strings(table: pa.Table, columns: list[str]) -> dict[str, pa.ChunkedArray]:
+def _strings(table: pa.Table) -> dict[str, pa.ChunkedArray]:
     """Columns with dictionaries decoded to plain values, for output."""
     out = {}
-    for c in columns:
+    for c in table.column_names:
         col = table.column(c)
         out[c] = pc.cast(col, col.type.value_type) if pa.types.is_dictionary(col.type) else col
     return out

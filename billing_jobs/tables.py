@@ -1,0 +1,60 @@
+"""Two Arrow operations the hot path needs and pyarrow does slowly on many-chunk tables.
+
+A day is read as many chunks (files x row groups). pyarrow's `take` on a chunked column
+concatenates all chunks first, which copies every string of the day for a handful of rows; these
+helpers take from each chunk instead. Dictionary codes are read straight from the chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def take_column(column: pa.ChunkedArray, indices: np.ndarray) -> pa.Array:
+    """`column.take(indices)` without concatenating the chunks of `column`."""
+    indices = np.asarray(indices, dtype=np.int64)
+    chunks = [c for c in column.chunks if len(c)]
+    if len(chunks) <= 1 or len(indices) == 0:
+        source = chunks[0] if chunks else pa.array([], column.type)
+        return source.take(pa.array(indices)) if len(indices) else source.slice(0, 0)
+    bounds = np.cumsum([0] + [len(c) for c in chunks])
+    which = np.searchsorted(bounds, indices, side="right") - 1
+    by_chunk = np.argsort(which, kind="stable")
+    starts = np.searchsorted(which[by_chunk], np.arange(len(chunks) + 1))
+    pieces = []
+    for k, chunk in enumerate(chunks):
+        local = indices[by_chunk[starts[k]:starts[k + 1]]] - bounds[k]
+        if len(local):
+            piece = chunk.take(pa.array(local))
+            if pa.types.is_dictionary(piece.type):  # don't unify whole dictionaries for a few rows
+                piece = pc.cast(piece, piece.type.value_type)
+            pieces.append(piece)
+    grouped = pa.concat_arrays(pieces)
+    if pa.types.is_dictionary(column.type):
+        grouped = pc.dictionary_encode(grouped)
+    back = np.empty_like(by_chunk)
+    back[by_chunk] = np.arange(len(by_chunk))
+    return grouped.take(pa.array(back))
+
+
+def take_rows(table: pa.Table, indices: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+    """`table.take(indices)` (optionally of some columns) without concatenating chunks."""
+    names = columns or table.column_names
+    return pa.table({c: take_column(table.column(c), indices) for c in names})
+
+
+def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of every row and the dictionary they index. Chunks that do not already share
+    one dictionary are unified first; plain string columns are encoded."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    chunks = [c for c in column.chunks if len(c)]
+    if not chunks:
+        return np.zeros(0, dtype=np.int32), pa.array([], column.type.value_type)
+    if any(not c.dictionary.equals(chunks[0].dictionary) for c in chunks[1:]):
+        column = pa.table({"c": column}).unify_dictionaries().column("c")
+        chunks = [c for c in column.chunks if len(c)]
+    codes = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False)
+                            for c in chunks])
+    return codes, chunks[0].dictionary
