@@ -65,6 +65,48 @@ def cmd_explain(args: argparse.Namespace) -> None:
     print(explain_stream(batch, args.line, args.contact))
 
 
+def cmd_run(args: argparse.Namespace) -> None:
+    from billing_jobs import pipeline
+    from billing_jobs.config import Settings
+
+    settings = Settings.resolve(source=args.source, reference=args.reference,
+                                warehouse_url=args.warehouse)
+    last = args.to or args.date
+    if last < args.date:
+        raise UsageError(f"--to {last} is before --date {args.date}")
+    if settings.uses_demo_secret:
+        print("note: contact keys use the DEMO secret; set BILLING_CONTACT_KEY_SECRET in production",
+              file=sys.stderr)
+    days = [args.date + dt.timedelta(days=k) for k in range((last - args.date).days + 1)]
+    summary = []
+    for i, day in enumerate(days, start=1):
+        print(f"[{i}/{len(days)}] {day}: ", end="", flush=True)
+        try:
+            done = pipeline.run_day(settings, day, dry_run=args.dry_run)
+        except Exception as exc:
+            print("FAILED")
+            raise UsageError(f"{day}: {_one_line(exc)} (nothing published for {day}"
+                             f"{'; later days not run' if i < len(days) else ''})") from exc
+        verb = "published" if done["published"] else "audited (dry run, not published)"
+        amount = done.get("amount")
+        print(f"{verb}: {done['starts_on_day']:,} starts"
+              + (f", amount {amount:.4f}" if amount is not None else "")
+              + f", {done['rows_read']:,} rows read, {done['quarantined']:,} quarantined "
+              f"(run {done['run_id']})", flush=True)
+        summary.append((day, done))
+    if len(days) > 1:
+        print(f"\n{'date':<12}{'starts':>10}{'amount':>16}{'read':>12}{'quarantined':>13}")
+        for day, done in summary:
+            amount = f"{done['amount']:.4f}" if done.get("amount") is not None else "-"
+            print(f"{day!s:<12}{done['starts_on_day']:>10,}{amount:>16}{done['rows_read']:>12,}"
+                  f"{done['quarantined']:>13,}")
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 def _write_table(table, out: str) -> None:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +142,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, metavar="FILE", help="starts, .parquet or .csv")
     r.add_argument("--anomalies", metavar="FILE", help="outside-session anomalies, .parquet or .csv")
     r.set_defaults(func=cmd_reconcile)
+
+    u = sub.add_parser("run", help="the daily pipeline: write, audit, publish one date or a range")
+    u.add_argument("--date", required=True, type=_date, help="billing date, YYYY-MM-DD (UTC)")
+    u.add_argument("--to", type=_date, help="last billing date of an inclusive range")
+    u.add_argument("--source", help="landing zone (default $BILLING_SOURCE or var/landing)")
+    u.add_argument("--reference", help="reference CSVs (default $BILLING_REFERENCE or "
+                                       "<source>/reference)")
+    u.add_argument("--warehouse", help="SQLAlchemy URL (default $BILLING_WAREHOUSE_URL or "
+                                       "duckdb:///var/warehouse.duckdb)")
+    u.add_argument("--dry-run", action="store_true", help="write and audit, publish nothing")
+    u.set_defaults(func=cmd_run)
 
     e = sub.add_parser("explain", help="one stream's timeline with the decision for each message")
     e.add_argument("--line", required=True, help="line_id")

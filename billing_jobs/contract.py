@@ -30,6 +30,9 @@ STATUSES = tuple(STATUS_RANK)
 DEFAULT_STATUS = "sent"
 FAILED = "failed"
 
+# Bumped whenever the rules change what is charged; recorded on every run (billing_runs).
+RULES_VERSION = "billing-rules/2026-11-25"
+
 USER_INITIATED = "user_initiated"
 BUSINESS_INITIATED = "business_initiated"
 CONVERSATION_TYPES = (USER_INITIATED, BUSINESS_INITIATED)

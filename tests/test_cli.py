@@ -99,5 +99,5 @@ def test_bad_input_gives_one_line_and_a_nonzero_exit(tmp_path):
 
 
 def test_every_command_has_help():
-    for command in ("generate", "reconcile", "explain"):
+    for command in ("generate", "reconcile", "explain", "run"):
         assert "usage: billing-jobs " + command in cli(command, "--help").stdout

@@ -1,0 +1,308 @@
+"""The daily job for one billing date, in three steps that Airflow runs as three tasks and
+`billing-jobs run` runs in a row (write-audit-publish):
+
+1. `write`   read partitions D-2..D, reconcile, price, build invoice lines, and stage the results
+             as files in a run folder (nothing in the warehouse changes);
+2. `audit`   run the Great Expectations suites on the staged files;
+3. `publish` replace the date's rows in the warehouse in one transaction, only after a passed audit.
+
+A failure at any step publishes nothing, keeps the previous version of the day, and is recorded in
+`billing_runs` with its reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from billing_jobs import landing, warehouse
+from billing_jobs.config import Settings
+from billing_jobs.contract import RULES_VERSION
+from billing_jobs.pricing import invoice_lines, price_starts
+from billing_jobs.reconcile import reconcile
+from billing_jobs.reference_data import load_reference
+
+LOOK_BACK_DAYS = 2  # billing-rules.md, Days: a run for D reads D-2, D-1 and D
+STAGED = ("conversation_starts", "invoice_lines", "session_anomalies", "quarantined_messages",
+          "accepted_messages")
+
+
+class RunError(Exception):
+    """A run that cannot go on; the message says why in one line."""
+
+
+def code_version() -> str:
+    from importlib.metadata import version
+
+    return version("billing-jobs")
+
+
+def partitions_read(day: dt.date) -> list[dt.date]:
+    return [day - dt.timedelta(days=k) for k in range(LOOK_BACK_DAYS, -1, -1)]
+
+
+def fingerprint(files: list[Path]) -> str:
+    """Content hash of a partition's files (names and bytes): what restatement compares."""
+    digest = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.name):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def contact_keys(contacts: pa.ChunkedArray | pa.Array, secret: str) -> pa.Array:
+    """HMAC-SHA256 pseudonyms of contact ids: the warehouse never holds a phone number."""
+    encoded = pc.dictionary_encode(contacts)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    key = secret.encode()
+    keys = [hmac.new(key, c.encode(), hashlib.sha256).hexdigest()
+            for c in encoded.dictionary.to_pylist()]
+    return pc.take(pa.array(keys, pa.string()), encoded.indices)
+
+
+def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
+    """Compute the day and stage it under `<staging>/<day>/<run_id>/`; returns that folder."""
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = run_id or f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
+    reference = load_reference(settings.reference)
+    source = Path(settings.source)
+    if not (source / "messages" / f"date={day}").is_dir():
+        raise RunError(f"no partition for {day} under {source / 'messages'}: refusing to publish "
+                       f"an empty day (create the folder if the day really had no messages)")
+    files, partitions = [], {}
+    for part in partitions_read(day):
+        found = landing.partition_files(source, part)
+        files += found
+        partitions[part.isoformat()] = fingerprint(found) if found else None
+    result = reconcile(landing.read_files(files, lines=reference.line_owners))
+
+    starts = result.starts
+    on_day = pc.equal(pc.cast(pc.cast(starts.column("started_at"), pa.timestamp("ns")),
+                              pa.date32()), pa.scalar(day, pa.date32()))
+    priced = price_starts(starts.filter(on_day), reference)
+    priced = priced.append_column("contact_key", contact_keys(priced.column("contact_id"),
+                                                              settings.contact_key_secret))
+    lines = invoice_lines(priced)
+    anomalies = result.anomalies
+    anomalies = anomalies.filter(pc.equal(pc.cast(pc.cast(
+        anomalies.column("sent_at"), pa.timestamp("ns")), pa.date32()), pa.scalar(day, pa.date32())))
+
+    folder = Path(settings.staging) / day.isoformat() / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = {"run_id": run_id, "billing_date": day}
+    _stage(folder, "conversation_starts", _with(priced.select(
+        ["message_id", "billing_date", "customer_id", "line_id", "contact_key", "country",
+         "conversation_type", "started_at", "unit_price", "currency", "rate_row"]), run_id=run_id))
+    _stage(folder, "invoice_lines", _with(lines, run_id=run_id))
+    _stage(folder, "session_anomalies", _with(pa.table({
+        "message_id": anomalies.column("message_id"),
+        "customer_id": anomalies.column("customer_id"),
+        "line_id": anomalies.column("line_id"),
+        "contact_key": contact_keys(anomalies.column("contact_id"), settings.contact_key_secret),
+        "sent_at": anomalies.column("sent_at"),
+        "kind": anomalies.column("kind"),
+    }), **tag))
+    _stage(folder, "quarantined_messages", _with(result.quarantined.select(
+        ["message_id", "reason", "record", "source_file", "source_row"]), **tag))
+    _stage(folder, "accepted_messages", _accepted_profile(result))
+    counts = {**result.counts(), "starts_on_day": priced.num_rows,
+              "anomalies_on_day": anomalies.num_rows}
+    meta = {
+        "run_id": run_id, "billing_date": day.isoformat(), "started_at": started.isoformat(),
+        "source": str(source), "reference": str(settings.reference),
+        "reference_hash": reference.content_hash, "partitions": partitions,
+        "input_fingerprint": hashlib.sha256(json.dumps(partitions, sort_keys=True).encode())
+        .hexdigest(),
+        "counts": counts, "rules_version": RULES_VERSION, "code_version": code_version(),
+    }
+    (folder / "run.json").write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def _with(table: pa.Table, **constants) -> pa.Table:
+    for name, value in constants.items():
+        kind = pa.date32() if isinstance(value, dt.date) else pa.string()
+        table = table.append_column(name, pa.array([value] * table.num_rows, kind))
+    return table
+
+
+def _stage(folder: Path, name: str, table: pa.Table) -> None:
+    pq.write_table(table, folder / f"{name}.parquet")
+
+
+def _accepted_profile(result) -> pa.Table:
+    """What the audit checks about accepted messages, independently of the deduplication: rows
+    per (direction, type, status), how many distinct message ids, how many missing values."""
+    import duckdb
+
+    table = result.deduplicated.table
+    kept = np.zeros(table.num_rows, dtype=bool)
+    kept[result.deduplicated.rows] = True
+    accepted = table.select(["message_id", "customer_id", "line_id", "contact_id", "direction",
+                             "message_type", "sent_at", "status"]).append_column(
+        "kept", pa.array(kept))
+    with duckdb.connect() as con:
+        con.register("accepted", accepted)
+        profile = con.sql("""
+            select
+                cast(direction as varchar) as direction,
+                cast(message_type as varchar) as message_type,
+                cast(status as varchar) as status,
+                count(*) as messages
+            from accepted where kept group by all order by all
+        """).to_arrow_table() if kept.any() else None
+        totals = con.sql("""
+            select count(*) as rows, count(distinct message_id) as distinct_message_ids,
+                count(*) filter (where message_id is null or customer_id is null
+                    or line_id is null or contact_id is null or direction is null
+                    or message_type is null or sent_at is null or status is null)
+                    as missing_required_values
+            from accepted where kept
+        """).fetchall()[0]
+    if profile is None:
+        profile = pa.table({"direction": pa.array([], pa.string()),
+                            "message_type": pa.array([], pa.string()),
+                            "status": pa.array([], pa.string()),
+                            "messages": pa.array([], pa.int64())})
+    n = max(profile.num_rows, 1)
+    if profile.num_rows == 0:  # keep one row so the totals are still checked
+        profile = pa.table({"direction": ["inbound"], "message_type": ["session"],
+                            "status": ["sent"], "messages": pa.array([0], pa.int64())})
+    for name, value in zip(("rows", "distinct_message_ids", "missing_required_values"), totals):
+        profile = profile.append_column(name, pa.array(np.full(n, value or 0), pa.int64()))
+    return profile
+
+
+def read_staged(folder: Path) -> tuple[dict, dict[str, pa.Table]]:
+    meta = json.loads((folder / "run.json").read_text())
+    return meta, {name: pq.read_table(folder / f"{name}.parquet") for name in STAGED}
+
+
+def audit(folder: Path) -> None:
+    """Great Expectations on the staged run; writes `audit.json` beside it, raises on failure."""
+    from billing_jobs.audit import audit as run_suites
+
+    meta, tables = read_staged(folder)
+    starts = tables["conversation_starts"].to_pandas()
+    starts["run_billing_date"] = dt.date.fromisoformat(meta["billing_date"])
+    lines = tables["invoice_lines"].to_pandas()
+    lines["quantity_times_unit_price"] = [q * p for q, p in zip(lines["quantity"],
+                                                                lines["unit_price"])]
+    c = meta["counts"]
+    import pandas as pd
+
+    totals = pd.DataFrame([{
+        "messages_read": c["rows_read"],
+        "accepted_plus_duplicates_plus_quarantined": c["accepted"] + c["duplicates"]
+        + c["quarantined"],
+        "starts": len(starts),
+        "priced_starts": int(starts["unit_price"].notna().sum()),
+        "invoice_quantity": int(lines["quantity"].sum()),
+        "invoice_amount": sum(lines["amount"], start=_zero()),
+        "starts_amount": sum(starts["unit_price"], start=_zero()),
+    }])
+    run_suites({
+        "conversation_starts": starts,
+        "invoice_lines": lines,
+        "accepted_messages": tables["accepted_messages"].to_pandas(),
+        "run_totals": totals,
+    }, folder / "audit.json")
+
+
+def _zero():
+    from decimal import Decimal
+
+    return Decimal(0)
+
+
+def audited(folder: Path) -> bool:
+    path = folder / "audit.json"
+    return path.exists() and json.loads(path.read_text()).get("success") is True
+
+
+def publish(settings: Settings, folder: Path) -> dict:
+    """Replace the date's rows with the staged run, in one transaction, after a passed audit."""
+    if not audited(folder):
+        raise RunError(f"{folder}: not audited, or the audit failed: nothing published")
+    meta, tables = read_staged(folder)
+    day = dt.date.fromisoformat(meta["billing_date"])
+    reference = load_reference(meta["reference"])
+    if reference.content_hash != meta["reference_hash"]:
+        raise RunError(f"reference data in {meta['reference']} changed since the run was written; "
+                       f"write the day again")
+    starts = tables["conversation_starts"]
+    amount = sum(starts.column("unit_price").to_pylist(), start=_zero())
+    engine = warehouse.create_engine(settings.warehouse_url)
+    with warehouse.connect(engine, settings.lock_wait_s) as conn:
+        with conn.begin():
+            warehouse.ensure_schema(conn, settings.schema)
+        with conn.begin():
+            warehouse.lock_billing_date(conn, day, settings.lock_wait_s)
+            warehouse.store_reference(conn, settings.schema, reference)
+            warehouse.replace_day(conn, settings.schema, day, {
+                name: tables[name] for name in warehouse.DAY_TABLES})
+            warehouse.record_run(conn, settings.schema, _run_row(meta, "published", amount))
+    engine.dispose()
+    return {**meta["counts"], "amount": amount, "run_id": meta["run_id"]}
+
+
+def _run_row(meta: dict, status: str, amount=None, error: str | None = None) -> dict:
+    c = meta.get("counts", {})
+    return {
+        "run_id": meta["run_id"], "billing_date": dt.date.fromisoformat(meta["billing_date"]),
+        "status": status, "started_at": dt.datetime.fromisoformat(meta["started_at"]),
+        "finished_at": dt.datetime.now(dt.timezone.utc),
+        "messages_read": c.get("rows_read"), "accepted": c.get("accepted"),
+        "duplicates": c.get("duplicates"), "quarantined": c.get("quarantined"),
+        "failed_sends": c.get("failed"), "starts": c.get("starts_on_day", c.get("starts")),
+        "anomalies": c.get("anomalies_on_day"), "amount": amount,
+        "input_fingerprint": meta.get("input_fingerprint"),
+        "partitions": json.dumps(meta.get("partitions")), "reference_hash": meta.get(
+            "reference_hash"), "rules_version": RULES_VERSION, "code_version": code_version(),
+        "error": error,
+    }
+
+
+def record_failure(settings: Settings, day: dt.date, run_id: str, started: dt.datetime,
+                   error: str, folder: Path | None = None) -> None:
+    """Leave a `failed` row in billing_runs; never touches the day's published rows."""
+    meta = {"run_id": run_id, "billing_date": day.isoformat(), "started_at": started.isoformat()}
+    if folder is not None and (folder / "run.json").exists():
+        meta = json.loads((folder / "run.json").read_text())
+    try:
+        engine = warehouse.create_engine(settings.warehouse_url)
+        with warehouse.connect(engine, settings.lock_wait_s) as conn, conn.begin():
+            warehouse.ensure_schema(conn, settings.schema)
+            warehouse.record_run(conn, settings.schema, _run_row(meta, "failed", error=error))
+        engine.dispose()
+    except warehouse.WarehouseError:
+        pass  # the warehouse itself is the problem; the caller reports the original error
+
+
+def run_day(settings: Settings, day: dt.date, dry_run: bool = False) -> dict:
+    """write, audit, publish (or only write and audit with `dry_run`)."""
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
+    folder = None
+    try:
+        folder = write(settings, day, run_id)
+        audit(folder)
+        if dry_run:
+            return {**json.loads((folder / "run.json").read_text())["counts"], "run_id": run_id,
+                    "published": False}
+        return {**publish(settings, folder), "published": True}
+    except Exception as exc:
+        record_failure(settings, day, run_id, started, f"{type(exc).__name__}: {exc}", folder)
+        raise

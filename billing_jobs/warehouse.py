@@ -1,0 +1,153 @@
+"""The warehouse (data-contracts.md §3) behind any SQLAlchemy URL: DDL from `sql/`, bulk loading
+from Arrow, and the publish transaction that replaces a billing date's rows atomically.
+
+DuckDB (the embedded default) allows one writing process per file: connections are short-lived
+and a locked file makes us wait and retry for a bounded time, then fail with a clear message.
+PostgreSQL (production) takes a per-date advisory lock so two runs of one date never interleave.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+DDL = sorted((SQL_DIR / "ddl").glob("*.sql")) + sorted((SQL_DIR / "views").glob("*.sql"))
+DAY_TABLES = ("conversation_starts", "invoice_lines", "session_anomalies", "quarantined_messages")
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+class WarehouseError(Exception):
+    """The warehouse cannot be reached, is busy, or refused the load; one line for people."""
+
+
+def sql_file(path: Path, schema: str) -> str:
+    if not IDENTIFIER.match(schema):
+        raise WarehouseError(f"schema name must be a lower-case identifier: {schema!r}")
+    return path.read_text().replace("{schema}", schema)
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine with no pool: every connection is closed when done, so a DuckDB file is locked
+    only while we actually use it."""
+    if url.startswith("duckdb:///") and not url.startswith("duckdb:///:memory:"):
+        Path(url.removeprefix("duckdb:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return sa.create_engine(url, poolclass=NullPool)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise WarehouseError(f"unusable warehouse URL {url!r}: {exc}") from None
+
+
+def _locked(exc: Exception) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "database is locked" in text or "Conflicting lock" in text
+
+
+def connect(engine: sa.Engine, wait_s: float = 60.0) -> sa.Connection:
+    """A connection, retrying with backoff while another process holds the DuckDB file."""
+    deadline, pause = time.monotonic() + wait_s, 0.2
+    while True:
+        try:
+            return engine.connect()
+        except sa.exc.DBAPIError as exc:
+            if not _locked(exc) or time.monotonic() > deadline:
+                if _locked(exc):
+                    raise WarehouseError(
+                        f"warehouse {engine.url.render_as_string(hide_password=True)} is locked by "
+                        f"another process (a running job or an open analyst session); gave up "
+                        f"after {wait_s:.0f} s"
+                    ) from None
+                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise WarehouseError(f"cannot connect to the warehouse: {first}") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def ensure_schema(conn: sa.Connection, schema: str) -> None:
+    for path in DDL:
+        conn.execute(sa.text(sql_file(path, schema)))
+
+
+def lock_billing_date(conn: sa.Connection, day, wait_s: float) -> None:
+    """PostgreSQL: hold a per-date advisory lock until the transaction ends. (DuckDB has a single
+    writer per file already.)"""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(f"set local lock_timeout = '{int(wait_s * 1000)}ms'"))
+        conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:key))"),
+                     {"key": f"billing_date:{day.isoformat()}"})
+
+
+def insert_arrow(conn: sa.Connection, schema: str, table: str, data: pa.Table) -> None:
+    """Append `data` to `schema.table` inside the caller's transaction, by the fastest path the
+    dialect has: DuckDB scans the Arrow table, PostgreSQL gets COPY, others executemany."""
+    if data.num_rows == 0:
+        return
+    columns = ", ".join(data.column_names)
+    target = f"{schema}.{table}"
+    raw = conn.connection.dbapi_connection
+    if conn.dialect.name == "duckdb":
+        name = f"staged_{table}"
+        raw.register(name, data)
+        conn.execute(sa.text(f"insert into {target} ({columns}) select {columns} from {name}"))
+        raw.unregister(name)  # on failure the connection is discarded with its registration
+    elif conn.dialect.name == "postgresql":
+        data = _microseconds(data)  # PostgreSQL keeps microseconds; psycopg adapts datetime
+        with raw.cursor() as cur, cur.copy(f"copy {target} ({columns}) from stdin") as copy:
+            for batch in data.to_batches(max_chunksize=50_000):
+                for row in zip(*(col.to_pylist() for col in batch.columns)):
+                    copy.write_row(row)
+    else:
+        meta = sa.table(table, *(sa.column(c) for c in data.column_names), schema=schema)
+        conn.execute(meta.insert(), data.to_pylist())
+
+
+def _microseconds(data: pa.Table) -> pa.Table:
+    for i, field in enumerate(data.schema):
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            data = data.set_column(i, field.name, data.column(i).cast(
+                pa.timestamp("us", field.type.tz), safe=False))
+    return data
+
+
+def replace_day(conn: sa.Connection, schema: str, day, tables: dict[str, pa.Table]) -> None:
+    """Delete the date's rows from every day table, then insert the new ones (same transaction)."""
+    for name in DAY_TABLES:
+        conn.execute(sa.text(f"delete from {schema}.{name} where billing_date = :d"), {"d": day})
+    for name in DAY_TABLES:
+        insert_arrow(conn, schema, name, tables[name])
+
+
+def store_reference(conn: sa.Connection, schema: str, reference) -> None:
+    """The reference rows a run used, once per content hash."""
+    seen = conn.execute(sa.text(f"select count(*) from {schema}.lines where reference_hash = :h"),
+                        {"h": reference.content_hash}).all()[0][0]  # all(): DuckDB 2 wants results drained
+    if seen:
+        return
+    h = reference.content_hash
+    insert_arrow(conn, schema, "customers", pa.Table.from_pylist(
+        [{"reference_hash": h, "customer_id": c, "name": n} for c, n in reference.customers.items()]))
+    insert_arrow(conn, schema, "lines", pa.Table.from_pylist(
+        [{"reference_hash": h, "line_id": line, "customer_id": c, "country": country}
+         for line, (c, country) in reference.lines.items()]))
+    insert_arrow(conn, schema, "rate_card", pa.table({
+        "reference_hash": [h] * len(reference.rates),
+        "rate_row": pa.array([r.row for r in reference.rates], pa.int32()),
+        "country": [r.country for r in reference.rates],
+        "conversation_type": [r.conversation_type for r in reference.rates],
+        "unit_price": pa.array([r.unit_price for r in reference.rates], pa.decimal128(20, 10)),
+        "currency": [r.currency for r in reference.rates],
+        "valid_from": pa.array([r.valid_from for r in reference.rates], pa.timestamp("us", "UTC")),
+        "valid_to": pa.array([r.valid_to for r in reference.rates], pa.timestamp("us", "UTC")),
+    }))
+
+
+def record_run(conn: sa.Connection, schema: str, run: dict) -> None:
+    conn.execute(sa.text(f"delete from {schema}.billing_runs where run_id = :run_id"), run)
+    columns = ", ".join(run)
+    values = ", ".join(f":{k}" for k in run)
+    conn.execute(sa.text(f"insert into {schema}.billing_runs ({columns}) values ({values})"), run)

@@ -1,0 +1,246 @@
+"""The daily job against the real warehouses: DuckDB (embedded default) and the local PostgreSQL,
+each test in its own database. Expected invoice lines come from an independent path: the
+reference rules and a plain-Python rate lookup."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import shutil
+from collections import Counter
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from billing_jobs import landing, pipeline, reference
+from billing_jobs.audit import AuditFailed
+from billing_jobs.config import Settings
+from billing_jobs.generate import generate
+from billing_jobs.pricing import PricingError
+from billing_jobs.reference_data import ReferenceError, load_reference
+
+START = dt.date(2026, 3, 1)
+DAYS = [START + dt.timedelta(days=k) for k in range(3)]
+DAY_TABLES = ("conversation_starts", "invoice_lines", "session_anomalies", "quarantined_messages")
+
+
+@pytest.fixture(scope="module")
+def landing_zone(tmp_path_factory):
+    root = tmp_path_factory.mktemp("landing")
+    generate(root, START, days=3, messages_per_day=3000, seed=21, fmt="mixed")
+    return root
+
+
+@pytest.fixture
+def settings(landing_zone, tmp_path, warehouse_url):
+    source = tmp_path / "landing"
+    shutil.copytree(landing_zone, source)
+    return Settings.resolve(source=str(source), warehouse_url=warehouse_url,
+                            staging=str(tmp_path / "staging"), lock_wait_s="2")
+
+
+def query(settings: Settings, sql: str, **params) -> list[tuple]:
+    engine = sa.create_engine(settings.warehouse_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
+    engine.dispose()
+    return rows
+
+
+def day_tables(settings: Settings, day: dt.date | None = None) -> dict[str, list[tuple]]:
+    """Every published row (run ids left out, so two runs can be compared)."""
+    out = {}
+    for table in DAY_TABLES:
+        rows = query(settings, f"select * from billing.{table}" +
+                     (" where billing_date = :d" if day else ""), **({"d": day} if day else {}))
+        names = [r[0] for r in query(settings, "select column_name from information_schema.columns"
+                 f" where table_schema = 'billing' and table_name = '{table}' order by ordinal_position")]
+        keep = [i for i, n in enumerate(names) if n != "run_id"]
+        out[table] = sorted((tuple(str(r[i]) for i in keep) for r in rows))
+    return out
+
+
+def expected_lines(settings: Settings, day: dt.date) -> dict[tuple, tuple[int, Decimal]]:
+    """Invoice lines for `day` by the reference rules and a direct reading of the rate card."""
+    ref = load_reference(settings.reference)
+    files = [f for d in pipeline.partitions_read(day)
+             for f in landing.partition_files(settings.source, d)]
+    batch = landing.read_files(files, lines=ref.line_owners)
+    result = reference.reconcile(reference.messages_from_table(batch.valid))
+    counts: Counter = Counter()
+    for start in result.starts:
+        m = start.message
+        if m.sent_at.date() != day:
+            continue
+        country = ref.lines[m.line_id][1]
+        (rate,) = [r for r in ref.rates if r.country == country
+                   and r.conversation_type == start.outcome and r.applies_at(m.sent_at)]
+        counts[(day, m.customer_id, country, start.outcome, rate.currency, rate.unit_price)] += 1
+    return {k: (q, q * k[-1]) for k, q in counts.items()}
+
+
+def published_lines(settings: Settings, day: dt.date) -> dict[tuple, tuple[int, Decimal]]:
+    rows = query(settings, "select billing_date, customer_id, country, conversation_type, currency,"
+                 " unit_price, quantity, amount from billing.invoice_lines where billing_date = :d",
+                 d=day)
+    return {(dt.date.fromisoformat(str(r[0])), *r[1:5], Decimal(r[5]).normalize()):
+            (r[6], Decimal(r[7])) for r in rows}
+
+
+def normalised(lines: dict) -> dict:
+    return {(*k[:5], k[5].normalize()): v for k, v in lines.items()}
+
+
+def test_a_multi_day_run_publishes_the_expected_lines(settings):
+    for day in DAYS:
+        pipeline.run_day(settings, day)
+    for day in DAYS:
+        assert published_lines(settings, day) == normalised(expected_lines(settings, day))
+    runs = query(settings, "select billing_date, status, messages_read, accepted, duplicates,"
+                 " quarantined, starts, amount from billing.billing_runs order by billing_date")
+    assert [r[1] for r in runs] == ["published"] * 3
+    for _, _, read, accepted, duplicates, quarantined, starts, amount in runs:
+        assert read == accepted + duplicates + quarantined
+    # the view finance reads adds up to the same money
+    (month_amount,) = query(settings, "select sum(amount) from billing.monthly_invoice_lines")[0]
+    assert Decimal(month_amount) == sum(Decimal(r[7]) for r in runs)
+
+
+def test_invoice_totals_equal_priced_starts_across_a_price_change(settings):
+    for day in DAYS:
+        pipeline.run_day(settings, day)
+    prices = query(settings, "select distinct unit_price from billing.conversation_starts"
+                   " where country = 'US' and conversation_type = 'business_initiated'")
+    assert {Decimal(p[0]).normalize() for p in prices} == {Decimal("0.0266"), Decimal("0.025")}
+    for day in DAYS:
+        (lines,) = query(settings, "select coalesce(sum(amount), 0) from billing.invoice_lines"
+                         " where billing_date = :d", d=day)[0]
+        (starts,) = query(settings, "select coalesce(sum(unit_price), 0) from"
+                          " billing.conversation_starts where billing_date = :d", d=day)[0]
+        assert Decimal(lines) == Decimal(starts) and Decimal(lines) > 0
+
+
+def test_rerunning_a_day_leaves_every_table_identical(settings):
+    for day in DAYS:
+        pipeline.run_day(settings, day)
+    before = day_tables(settings)
+    pipeline.run_day(settings, DAYS[1])
+    assert day_tables(settings) == before
+    runs = query(settings, "select status from billing.billing_runs where billing_date = :d",
+                 d=DAYS[1])
+    assert runs == [("published",), ("published",)]
+
+
+def test_a_failure_between_delete_and_insert_keeps_the_previous_day(settings):
+    pipeline.run_day(settings, DAYS[0])
+    before = day_tables(settings)
+    folder = pipeline.write(settings, DAYS[0])
+    pipeline.audit(folder)
+    # the staged starts now hold one message twice: the insert after the delete must fail
+    path = folder / "conversation_starts.parquet"
+    starts = pq.read_table(path)
+    pq.write_table(pa.concat_tables([starts, starts.slice(0, 1)]), path)
+    with pytest.raises(Exception, match="(?i)duplicate|unique|primary key|constraint"):
+        pipeline.publish(settings, folder)
+    assert day_tables(settings) == before
+
+
+def test_a_failed_audit_publishes_nothing_and_names_the_expectation(settings):
+    folder = pipeline.write(settings, DAYS[0])
+    path = folder / "invoice_lines.parquet"
+    lines = pq.read_table(path)
+    wrong = pa.array([a + Decimal("0.01") for a in lines.column("amount").to_pylist()],
+                     lines.schema.field("amount").type)
+    pq.write_table(lines.set_column(lines.schema.get_field_index("amount"), "amount", wrong), path)
+    with pytest.raises(AuditFailed, match=r"invoice_lines: expect_column_pair_values_to_be_equal"
+                                          r"\(amount, quantity_times_unit_price\)"):
+        pipeline.audit(folder)
+    assert json.loads((folder / "audit.json").read_text())["success"] is False
+    with pytest.raises(pipeline.RunError, match="not audited, or the audit failed"):
+        pipeline.publish(settings, folder)
+
+
+def _edit_rate_card(settings: Settings, edit) -> None:
+    path = f"{settings.reference}/rate_card.csv"
+    lines = open(path).read().splitlines()
+    open(path, "w").write("\n".join(edit(lines)) + "\n")
+
+
+def test_a_rate_card_missing_a_country_stops_the_load(settings):
+    pipeline.run_day(settings, DAYS[0])
+    before = day_tables(settings)
+    _edit_rate_card(settings, lambda rows: [r for r in rows if not r.startswith("US,")])
+    with pytest.raises(PricingError, match=r"have no rate in rate_card.csv, e.g. US "):
+        pipeline.run_day(settings, DAYS[0])
+    assert day_tables(settings) == before
+    statuses = query(settings, "select status, error from billing.billing_runs order by started_at")
+    assert statuses[-1][0] == "failed" and "no rate" in statuses[-1][1]
+
+
+def test_overlapping_rate_rows_stop_the_load(settings):
+    country = next(iter(load_reference(settings.reference).lines.values()))[1]
+    _edit_rate_card(settings, lambda rows: rows + [f"{country},user_initiated,0.04,USD,2026-01-01,"])
+    with pytest.raises(PricingError, match="more than one rate"):
+        pipeline.run_day(settings, DAYS[0])
+    assert day_tables(settings)["invoice_lines"] == []
+
+
+def test_a_broken_rate_card_row_is_named(settings):
+    _edit_rate_card(settings, lambda rows: rows + ["BR,user_initiated,cheap,USD,2026-01-01,"])
+    with pytest.raises(ReferenceError, match=r"rate_card.csv row \d+: unit_price is not a decimal"):
+        pipeline.run_day(settings, DAYS[0])
+
+
+def test_unknown_lines_and_unparseable_rows_are_quarantined_not_billed(settings):
+    part = f"{settings.source}/messages/date={DAYS[0]}"
+    with open(f"{part}/extra.jsonl", "w") as f:
+        base = {"customer_id": "C001", "contact_id": "+4915100000001", "direction": "inbound",
+                "message_type": "session", "sent_at": f"{DAYS[0]}T10:00:00Z"}
+        f.write(json.dumps({**base, "message_id": "x-unknown-line", "line_id": "L9999"}) + "\n")
+        f.write(json.dumps({**base, "message_id": "x-bad-time", "line_id": "L0011",
+                            "sent_at": "10 o'clock"}) + "\n")
+    pipeline.run_day(settings, DAYS[0])
+    quarantined = dict(query(settings, "select message_id, reason from"
+                             " billing.quarantined_messages where message_id like 'x-%'"))
+    assert quarantined == {"x-unknown-line": "unknown_line", "x-bad-time": "invalid_sent_at"}
+    assert query(settings, "select count(*) from billing.conversation_starts"
+                 " where message_id like 'x-%'") == [(0,)]
+
+
+def test_an_unreadable_file_fails_the_run_naming_it(settings):
+    pipeline.run_day(settings, DAYS[0])
+    before = day_tables(settings)
+    bad = f"{settings.source}/messages/date={DAYS[0]}/corrupt.parquet"
+    open(bad, "wb").write(b"PAR1 this is not parquet")
+    with pytest.raises(landing.LandingError, match="corrupt.parquet: cannot read file"):
+        pipeline.run_day(settings, DAYS[0])
+    assert day_tables(settings) == before
+
+
+def test_no_phone_number_reaches_the_warehouse(settings):
+    pipeline.run_day(settings, DAYS[0])
+    contacts = set(landing.read_files(landing.message_files(
+        [f"{settings.source}/messages"])).valid.column("contact_id").to_pylist())
+    keys = {r[0] for r in query(settings, "select contact_key from billing.conversation_starts")}
+    assert keys and not (keys & contacts)
+    for table in ("conversation_starts", "session_anomalies", "invoice_lines"):
+        text = " ".join(" ".join(map(str, r)) for r in query(settings, f"select * from billing.{table}"))
+        assert not any(c in text for c in list(contacts)[:200])
+
+
+def test_the_contact_key_depends_on_the_secret(settings):
+    pipeline.run_day(settings, DAYS[0])
+    first = query(settings, "select contact_key from billing.conversation_starts order by 1")
+    other = dataclasses.replace(settings, contact_key_secret="another-secret")
+    pipeline.run_day(other, DAYS[0])
+    second = query(settings, "select contact_key from billing.conversation_starts order by 1")
+    assert len(first) == len(second) and set(first).isdisjoint(second)
+
+
+def test_a_missing_partition_is_refused_not_published_as_empty(settings):
+    with pytest.raises(pipeline.RunError, match="no partition for 2026-03-09"):
+        pipeline.run_day(settings, dt.date(2026, 3, 9))
