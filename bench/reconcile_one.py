@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +29,58 @@ def run_duckdb(folder: Path):
     return con.sql(sql, params={"files": files}).to_arrow_table()
 
 
+def job_engine(folder: Path):
+    """The product's daily job for the day, exactly as `billing-jobs run` does it."""
+    from billing_jobs import pipeline
+    from billing_jobs.config import Settings
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-job-"))
+    settings = Settings.resolve(source=str(folder.parent), staging=str(scratch / "staging"),
+                                warehouse_url=f"duckdb:///{scratch}/warehouse.duckdb")
+    done = pipeline.run_day(settings, _day(folder))
+    return done["starts_on_day"], str(done["amount"].normalize()), done["seconds"]
+
+
+def job_duckdb(folder: Path):
+    import duckdb
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-peer-"))
+    con = duckdb.connect(str(scratch / "warehouse.duckdb"))
+    con.execute("set timezone = 'UTC'")
+    files = [str(p) for p in sorted(folder.rglob("*.parquet"))]
+    ref = folder.parent / "reference"
+    # DDL cannot take prepared parameters: the values go in as SQL literals
+    literal = {"$files": "[" + ", ".join(_quote(f) for f in files) + "]",
+               "$day": _quote(str(_day(folder))), "$lines": _quote(str(ref / "lines.csv")),
+               "$rates": _quote(str(ref / "rate_card.csv"))}
+    reconcile_sql = (Path(__file__).parent / "peer_reconcile.sql").read_text().rsplit("order by", 1)[0]
+    for sql in ("create temp view starts as " + reconcile_sql,
+                (Path(__file__).parent / "peer_job.sql").read_text()):
+        for name, value in literal.items():
+            sql = sql.replace(name, value)
+        con.execute(sql)
+    quantity, amount = con.sql("select sum(quantity), sum(amount) from invoice_lines").fetchall()[0]
+    return quantity, str(amount.normalize()), {}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _day(folder: Path):
+    import datetime as dt
+
+    return max(dt.date.fromisoformat(p.name[5:]) for p in folder.glob("date=*"))
+
+
 def main(impl: str, folder: str) -> None:
+    if impl.startswith("job-"):
+        started = time.perf_counter()
+        starts, amount, stages = {"job-engine": job_engine, "job-duckdb": job_duckdb}[impl](
+            Path(folder))
+        print(json.dumps({"impl": impl, "seconds": time.perf_counter() - started,
+                          "starts": starts, "digest": amount, "stages": stages}))
+        return
     started = time.perf_counter()
     starts = {"engine": run_engine, "duckdb": run_duckdb}[impl](Path(folder))
     seconds = time.perf_counter() - started

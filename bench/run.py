@@ -58,40 +58,70 @@ def measure(impl: str, messages_dir: Path) -> dict:
     return result
 
 
+def compare(kind: str, size: int, messages_dir: Path, repeat: int) -> list[dict]:
+    """Engine and peer on the same input, `repeat` times each; fails if they disagree."""
+    rows = []
+    for impl in ("engine", "duckdb"):
+        name = impl if kind == "reconcile" else f"job-{impl}"
+        runs = [measure(name, messages_dir) for _ in range(repeat)]
+        digests = {(r["starts"], r["digest"]) for r in runs}
+        seconds = statistics.median(r["seconds"] for r in runs)
+        rows.append({
+            "kind": kind, "messages": size, "impl": impl, "seconds": round(seconds, 2),
+            "messages_per_s": round(size / seconds),
+            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs)),
+            "starts": runs[0]["starts"], "digest": digests.pop() if len(digests) == 1 else None,
+            "stages": runs[len(runs) // 2].get("stages") or {},
+        })
+        print(f"{kind:<9} {size:>12,}  {impl:<7} {rows[-1]['seconds']:>7.2f} s  "
+              f"{rows[-1]['messages_per_s']:>10,} msg/s  {rows[-1]['peak_rss_mib']:>6,} MiB",
+              flush=True)
+    if rows[0]["digest"] is None or rows[0]["digest"] != rows[1]["digest"]:
+        raise SystemExit(f"bench: {kind} at {size:,}: the engine and the SQL peer disagree "
+                         f"({rows[0]['digest']} vs {rows[1]['digest']})")
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| what | messages | implementation | wall time | messages/s | peak RSS | vs peer |",
+           "|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        peer = next(p for p in rows if p["kind"] == r["kind"] and p["messages"] == r["messages"]
+                    and p["impl"] == "duckdb")
+        name = "vectorised engine" if r["impl"] == "engine" else "DuckDB SQL peer"
+        if r["kind"] == "job":
+            name = "`billing-jobs run`" if r["impl"] == "engine" else "DuckDB SQL peer of the job"
+        out.append(f"| {r['kind']} | {r['messages']:,} | {name} | {r['seconds']:.2f} s | "
+                   f"{r['messages_per_s']:,} | {r['peak_rss_mib']:,} MiB | "
+                   f"{r['seconds'] / peer['seconds']:.2f}x |")
+    stages = [r for r in rows if r["kind"] == "job" and r["impl"] == "engine" and r["stages"]]
+    if stages:
+        out += ["", "| `billing-jobs run` stage | " + " | ".join(f"{r['messages']:,}" for r in stages)
+                + " |", "|---|" + "---:|" * len(stages)]
+        for stage in stages[0]["stages"]:
+            cells = []
+            for r in stages:
+                total = sum(r["stages"].values())
+                cells.append(f"{r['stages'][stage]:.1f} s ({r['stages'][stage] / total:.0%})")
+            out.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="+", type=int)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--what", choices=["reconcile", "job", "all"], default="all")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
-    for size in args.sizes:
-        messages_dir = dataset(size, args.seed)
-        for impl in ("engine", "duckdb"):
-            runs = [measure(impl, messages_dir) for _ in range(args.repeat)]
-            digests = {r["digest"] for r in runs}
-            seconds = statistics.median(r["seconds"] for r in runs)
-            rows.append({
-                "messages": size, "impl": impl, "seconds": round(seconds, 2),
-                "messages_per_s": round(size / seconds), "peak_rss_mib": round(
-                    max(r["peak_rss_mib"] for r in runs)),
-                "starts": runs[0]["starts"], "digest": digests.pop() if len(digests) == 1 else None,
-            })
-            print(f"{size:>12,}  {impl:<7} {rows[-1]['seconds']:>7.2f} s  "
-                  f"{rows[-1]['messages_per_s']:>10,} msg/s  {rows[-1]['peak_rss_mib']:>6,} MiB  "
-                  f"{rows[-1]['starts']:,} starts", flush=True)
-        same = rows[-1]["digest"] is not None and rows[-1]["digest"] == rows[-2]["digest"]
-        print(f"{'':>12}  engine and peer found {'the same' if same else 'DIFFERENT'} starts")
-        if not same:
-            raise SystemExit("bench: the engine and the SQL peer disagree")
-    (RESULTS / "reconcile.json").write_text(json.dumps(rows, indent=2))
-    print("\n| messages | implementation | wall time | messages/s | peak RSS |")
-    print("|---:|---|---:|---:|---:|")
-    for r in rows:
-        name = "vectorised engine" if r["impl"] == "engine" else "DuckDB SQL peer"
-        print(f"| {r['messages']:,} | {name} | {r['seconds']:.2f} s | {r['messages_per_s']:,} | "
-              f"{r['peak_rss_mib']:,} MiB |")
+    for kind in (("reconcile", "job") if args.what == "all" else (args.what,)):
+        for size in args.sizes:
+            rows += compare(kind, size, dataset(size, args.seed), args.repeat)
+    (RESULTS / "bench.json").write_text(json.dumps(rows, indent=2))
+    print()
+    print(table(rows))
 
 
 if __name__ == "__main__":

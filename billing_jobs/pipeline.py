@@ -67,8 +67,7 @@ def contact_keys(contacts: pa.ChunkedArray | pa.Array, secret: str) -> pa.Array:
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
     key = secret.encode()
-    keys = [hmac.new(key, c.encode(), hashlib.sha256).hexdigest()
-            for c in encoded.dictionary.to_pylist()]
+    keys = [hmac.digest(key, c.encode(), "sha256").hex() for c in encoded.dictionary.to_pylist()]
     return pc.take(pa.array(keys, pa.string()), encoded.indices)
 
 
@@ -81,12 +80,17 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
     if not (source / "messages" / f"date={day}").is_dir():
         raise RunError(f"no partition for {day} under {source / 'messages'}: refusing to publish "
                        f"an empty day (create the folder if the day really had no messages)")
+    clock = _Clock()
     files, partitions = [], {}
     for part in partitions_read(day):
         found = landing.partition_files(source, part)
         files += found
         partitions[part.isoformat()] = fingerprint(found) if found else None
-    result = reconcile(landing.read_files(files, lines=reference.line_owners))
+    batch = landing.read_files(files, lines=reference.line_owners)
+    clock.lap("extract")
+    result = reconcile(batch)
+    del batch
+    clock.lap("reconcile")
 
     starts = result.starts
     on_day = pc.equal(pc.cast(pc.cast(starts.column("started_at"), pa.timestamp("ns")),
@@ -95,6 +99,7 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
     priced = priced.append_column("contact_key", contact_keys(priced.column("contact_id"),
                                                               settings.contact_key_secret))
     lines = invoice_lines(priced)
+    clock.lap("price")
     anomalies = result.anomalies
     anomalies = anomalies.filter(pc.equal(pc.cast(pc.cast(
         anomalies.column("sent_at"), pa.timestamp("ns")), pa.date32()), pa.scalar(day, pa.date32())))
@@ -117,6 +122,7 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
     _stage(folder, "quarantined_messages", _with(result.quarantined.select(
         ["message_id", "reason", "record", "source_file", "source_row"]), **tag))
     _stage(folder, "accepted_messages", _accepted_profile(result))
+    clock.lap("stage")
     counts = {**result.counts(), "starts_on_day": priced.num_rows,
               "anomalies_on_day": anomalies.num_rows}
     meta = {
@@ -126,9 +132,26 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
         "input_fingerprint": hashlib.sha256(json.dumps(partitions, sort_keys=True).encode())
         .hexdigest(),
         "counts": counts, "rules_version": RULES_VERSION, "code_version": code_version(),
+        "seconds": clock.laps,
     }
     (folder / "run.json").write_text(json.dumps(meta, indent=1))
     return folder
+
+
+class _Clock:
+    """Wall time per stage, kept in run.json (and shown by the benchmark)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = self._now()
+        self.laps[stage] = round(self.laps.get(stage, 0.0) + now - self._last, 3)
+        self._last = now
 
 
 def _with(table: pa.Table, **constants) -> pa.Table:
@@ -211,7 +234,8 @@ def audit(folder: Path) -> None:
         "priced_starts": int(starts["unit_price"].notna().sum()),
         "invoice_quantity": int(lines["quantity"].sum()),
         "invoice_amount": sum(lines["amount"], start=_zero()),
-        "starts_amount": sum(starts["unit_price"], start=_zero()),
+        "starts_amount": pc.sum(tables["conversation_starts"].column("unit_price")).as_py()
+        or _zero(),
     }])
     run_suites({
         "conversation_starts": starts,
@@ -243,7 +267,7 @@ def publish(settings: Settings, folder: Path) -> dict:
         raise RunError(f"reference data in {meta['reference']} changed since the run was written; "
                        f"write the day again")
     starts = tables["conversation_starts"]
-    amount = sum(starts.column("unit_price").to_pylist(), start=_zero())
+    amount = pc.sum(starts.column("unit_price")).as_py() or _zero()  # exact decimal sum
     engine = warehouse.create_engine(settings.warehouse_url)
     with warehouse.connect(engine, settings.lock_wait_s) as conn:
         with conn.begin():
@@ -296,13 +320,20 @@ def run_day(settings: Settings, day: dt.date, dry_run: bool = False) -> dict:
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
     folder = None
+    clock = _Clock()
     try:
         folder = write(settings, day, run_id)
+        clock.lap("write")
         audit(folder)
+        clock.lap("audit")
+        meta = json.loads((folder / "run.json").read_text())
         if dry_run:
-            return {**json.loads((folder / "run.json").read_text())["counts"], "run_id": run_id,
-                    "published": False}
-        return {**publish(settings, folder), "published": True}
+            return {**meta["counts"], "run_id": run_id, "published": False,
+                    "seconds": {**meta["seconds"], "audit": clock.laps["audit"]}}
+        done = publish(settings, folder)
+        clock.lap("publish")
+        seconds = {**meta["seconds"], "audit": clock.laps["audit"], "publish": clock.laps["publish"]}
+        return {**done, "published": True, "seconds": seconds}
     except Exception as exc:
         record_failure(settings, day, run_id, started, f"{type(exc).__name__}: {exc}", folder)
         raise

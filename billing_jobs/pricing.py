@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from billing_jobs.contract import CONVERSATION_TYPES
 from billing_jobs.reference_data import PRICE_SCALE, Reference
 
 PRICE = pa.decimal128(20, PRICE_SCALE)
@@ -26,32 +27,40 @@ def price_starts(starts: pa.Table, reference: Reference) -> pa.Table:
     """Starts with `billing_date`, `country`, `unit_price`, `currency` and `rate_row` (the
     rate_card.csv row applied, for lineage)."""
     n = starts.num_rows
-    line_ids = starts.column("line_id").to_pylist()
-    unknown = sorted({line for line in set(line_ids) if line not in reference.lines})
+    line_codes = pc.dictionary_encode(starts.column("line_id")).combine_chunks()
+    lines = line_codes.dictionary.to_pylist()
+    unknown = sorted(line for line in lines if line not in reference.lines)
     if unknown:
         raise PricingError(f"starts on lines missing from lines.csv: {', '.join(unknown[:5])}")
-    country = np.array([reference.lines[line][1] for line in line_ids], dtype=object)
-    kind = np.asarray(starts.column("conversation_type").to_numpy(zero_copy_only=False), dtype=object)
+    # integer codes for countries and conversation types: the loop below compares integers
+    countries = sorted({reference.lines[line][1] for line in lines} | {r.country for r in reference.rates})
+    country_code = np.array([countries.index(reference.lines[line][1]) for line in lines])[
+        line_codes.indices.to_numpy(zero_copy_only=False)]
+    country = np.array(countries, dtype=object)[country_code]
+    kind = pc.index_in(starts.column("conversation_type"),
+                       value_set=pa.array(CONVERSATION_TYPES)).to_numpy(zero_copy_only=False)
     at = pc.cast(starts.column("started_at"), pa.int64()).to_numpy()
 
     matches = np.zeros(n, dtype=np.int64)
-    chosen = np.full(n, -1, dtype=np.int64)
-    for k, rate in enumerate(reference.rates):
+    chosen = np.zeros(n, dtype=np.int64)
+    for k, rate in enumerate(reference.rates):  # a rate card has tens of rows, a day ~1M starts
         begin = int(rate.valid_from.timestamp()) * 10**9
         end = int(rate.valid_to.timestamp()) * 10**9 if rate.valid_to else np.iinfo(np.int64).max
-        hit = (country == rate.country) & (kind == rate.conversation_type) & (at >= begin) & (at < end)
+        hit = ((country_code == countries.index(rate.country))
+               & (kind == CONVERSATION_TYPES.index(rate.conversation_type))
+               & (at >= begin) & (at < end))
         matches += hit
         chosen[hit] = k
     _refuse(starts, country, matches)
 
     rates = reference.rates
-    unit_price = pa.array([rates[k].unit_price for k in chosen], PRICE) if n else pa.array([], PRICE)
-    return starts.append_column("billing_date", pc.cast(
-        pc.cast(starts.column("started_at"), pa.timestamp("ns")), pa.date32())
-    ).append_column("country", pa.array(country.tolist(), pa.string())
-    ).append_column("unit_price", unit_price
-    ).append_column("currency", pa.array([rates[k].currency for k in chosen], pa.string())
-    ).append_column("rate_row", pa.array([rates[k].row for k in chosen], pa.int32()))
+    pick = pa.array(chosen)
+    day = pc.cast(pc.cast(starts.column("started_at"), pa.timestamp("ns")), pa.date32())
+    return (starts.append_column("billing_date", day)
+            .append_column("country", pa.array(country, pa.string()))
+            .append_column("unit_price", pc.take(pa.array([r.unit_price for r in rates], PRICE), pick))
+            .append_column("currency", pc.take(pa.array([r.currency for r in rates]), pick))
+            .append_column("rate_row", pc.take(pa.array([r.row for r in rates], pa.int32()), pick)))
 
 
 def _refuse(starts: pa.Table, country: np.ndarray, matches: np.ndarray) -> None:

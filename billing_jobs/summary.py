@@ -1,22 +1,39 @@
-"""Print conversation starts per customer and type from a starts file (used by `make demo`)."""
+"""Run a finance query from `sql/queries/` against the warehouse and print it as a table (used by
+`make demo` and the README): `python -m billing_jobs.summary QUERY_NAME [WAREHOUSE_URL]`."""
 
 from __future__ import annotations
 
 import sys
 
-import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from billing_jobs import warehouse
+from billing_jobs.config import Settings
 
 
-def main(path: str) -> None:
-    starts = pq.read_table(path)
-    counts = starts.group_by(["customer_id", "conversation_type"]).aggregate(
-        [("message_id", "count")]
-    ).sort_by([("customer_id", "ascending"), ("conversation_type", "ascending")])
-    print(f"\n{'customer':<10} {'conversation type':<20} {'starts':>8}")
-    for row in counts.to_pylist():
-        print(f"{row['customer_id']:<10} {row['conversation_type']:<20} {row['message_id_count']:>8,}")
-    print(f"{'total':<31} {starts.num_rows:>8,}")
+def run_query(name: str, settings: Settings) -> tuple[list[str], list[tuple]]:
+    sql = warehouse.sql_file(warehouse.SQL_DIR / "queries" / f"{name}.sql", settings.schema)
+    engine = warehouse.create_engine(settings.warehouse_url)
+    with warehouse.connect(engine, settings.lock_wait_s) as conn:
+        result = conn.execute(sa.text(sql))
+        columns, rows = list(result.keys()), [tuple(r) for r in result.all()]
+    engine.dispose()
+    return columns, rows
+
+
+def render(columns: list[str], rows: list[tuple]) -> str:
+    cells = [columns] + [[str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    settings = Settings.resolve(warehouse_url=argv[1] if len(argv) > 1 else None)
+    print(f"\n{argv[0]}:")
+    print(render(*run_query(argv[0], settings)))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

@@ -78,8 +78,15 @@ def lock_billing_date(conn: sa.Connection, day, wait_s: float) -> None:
     writer per file already.)"""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text(f"set local lock_timeout = '{int(wait_s * 1000)}ms'"))
-        conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:key))"),
-                     {"key": f"billing_date:{day.isoformat()}"})
+        try:
+            conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:key))"),
+                         {"key": f"billing_date:{day.isoformat()}"})
+        except sa.exc.OperationalError as exc:
+            if "lock timeout" not in str(exc):
+                raise
+            raise WarehouseError(f"billing date {day} is being published by another run; gave up "
+                                 f"after {wait_s:.0f} s") from None
+        conn.execute(sa.text("set local lock_timeout = 0"))
 
 
 def insert_arrow(conn: sa.Connection, schema: str, table: str, data: pa.Table) -> None:

@@ -244,3 +244,89 @@ def test_the_contact_key_depends_on_the_secret(settings):
 def test_a_missing_partition_is_refused_not_published_as_empty(settings):
     with pytest.raises(pipeline.RunError, match="no partition for 2026-03-09"):
         pipeline.run_day(settings, dt.date(2026, 3, 9))
+
+
+def _hold_duckdb_file(path: str, seconds: float):
+    """Another process with the DuckDB file open for writing, like a second job or an analyst."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+        "con.execute('create table if not exists held (a int)'); print('held', flush=True); "
+        "time.sleep(float(sys.argv[2]))"), path, str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_locked_duckdb_file_makes_the_run_wait_then_fail_clearly(tmp_path, landing_zone):
+    from billing_jobs.warehouse import WarehouseError
+
+    path = tmp_path / "warehouse.duckdb"
+    settings = Settings.resolve(source=str(landing_zone), warehouse_url=f"duckdb:///{path}",
+                                staging=str(tmp_path / "staging"), lock_wait_s="1")
+    holder = _hold_duckdb_file(str(path), 60)
+    try:
+        with pytest.raises(WarehouseError, match="is locked by another process.*gave up after 1 s"):
+            pipeline.run_day(settings, DAYS[0])
+    finally:
+        holder.kill()
+        holder.wait()
+    # once the other writer is gone, the same run goes through
+    assert pipeline.run_day(settings, DAYS[0])["published"]
+
+
+def test_a_briefly_locked_duckdb_file_is_waited_for(tmp_path, landing_zone):
+    path = tmp_path / "warehouse.duckdb"
+    settings = Settings.resolve(source=str(landing_zone), warehouse_url=f"duckdb:///{path}",
+                                staging=str(tmp_path / "staging"), lock_wait_s="60")
+    holder = _hold_duckdb_file(str(path), 3)
+    try:
+        assert pipeline.run_day(settings, DAYS[0])["published"]
+    finally:
+        holder.wait()
+
+
+def test_postgresql_runs_of_one_date_do_not_interleave(pg_url, landing_zone, tmp_path):
+    import threading
+
+    from billing_jobs.warehouse import WarehouseError
+
+    settings = Settings.resolve(source=str(landing_zone), warehouse_url=pg_url,
+                                staging=str(tmp_path / "staging"), lock_wait_s="1")
+    engine = sa.create_engine(pg_url)
+    holder = engine.connect()
+    holder.execute(sa.text("select pg_advisory_lock(hashtext(:k))"), {"k": f"billing_date:{DAYS[0]}"})
+    try:
+        with pytest.raises(WarehouseError, match=f"billing date {DAYS[0]} is being published"):
+            pipeline.run_day(settings, DAYS[0])
+        # another date is not blocked
+        assert pipeline.run_day(settings, DAYS[1])["published"]
+        # with a longer wait, the run goes through once the other run lets go
+        patient = dataclasses.replace(settings, lock_wait_s=60)
+        threading.Timer(2, lambda: holder.execute(sa.text("select pg_advisory_unlock_all()"))
+                        ).start()
+        assert pipeline.run_day(patient, DAYS[0])["published"]
+    finally:
+        holder.close()
+        engine.dispose()
+
+
+def test_finance_queries_run_and_round_totals_half_up(settings):
+    from decimal import ROUND_HALF_UP
+
+    from billing_jobs.summary import run_query
+
+    for day in DAYS:
+        pipeline.run_day(settings, day)
+    for name in ("published_invoice_lines", "starts_by_day_and_type", "quarantine_by_reason"):
+        assert run_query(name, settings)[1], name
+    columns, rows = run_query("monthly_totals_by_customer", settings)
+    exact = {r[1]: Decimal(r[columns.index("exact_amount")]) for r in rows}
+    shown = {r[1]: Decimal(r[columns.index("invoice_total")]) for r in rows}
+    (total,) = query(settings, "select sum(amount) from billing.invoice_lines")[0]
+    assert sum(exact.values()) == Decimal(total)
+    assert shown == {c: a.quantize(Decimal("0.01"), ROUND_HALF_UP) for c, a in exact.items()}
+    # the rounding the query relies on is half-up on both engines
+    assert query(settings, "select round(cast(0.125 as numeric(38, 10)), 2),"
+                 " round(cast(2.675 as numeric(38, 10)), 2)") == [(Decimal("0.13"), Decimal("2.68"))]
