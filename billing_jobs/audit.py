@@ -38,35 +38,75 @@ def load_suite(name: str):
     return suite
 
 
-def _context():
+def _context(project_root: Path | None):
+    """A file-backed GX project (validation results kept, Data Docs buildable) when a root is
+    given, else an ephemeral one."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
+    if project_root is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        project_root.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=str(project_root))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
 
 
-def validate_frames(frames: dict[str, pd.DataFrame]) -> tuple[bool, list[str], dict]:
-    """Run each table's suite on its frame. Returns success, failure descriptions, and the full
-    GX results as JSON-able dicts (kept beside the run)."""
+def _checkpoint(context, name: str):
+    """The checkpoint that validates one table; created once, then reused (runs of several days
+    may audit side by side, so nothing is rewritten once it exists)."""
     import great_expectations as gx
 
-    context = _context()
-    source = context.data_sources.add_pandas("staged_run")
+    try:
+        return context.checkpoints.get(name)
+    except Exception:  # noqa: BLE001 - GX raises several kinds of "not found"
+        pass
+    source = context.data_sources.add_or_update_pandas("staged_run")
+    try:
+        asset = source.get_asset(name)
+    except LookupError:
+        asset = source.add_dataframe_asset(name)
+    try:
+        batch = asset.get_batch_definition(name)
+    except KeyError:
+        batch = asset.add_batch_definition_whole_dataframe(name)
+    suite = context.suites.add_or_update(load_suite(name))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite))
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(name=name, validation_definitions=[definition], actions=[],
+                      result_format={"result_format": "SUMMARY"}))
+
+
+def validate_frames(frames: dict[str, pd.DataFrame], run_name: str = "audit",
+                    project_root: Path | None = None) -> tuple[bool, list[str], dict]:
+    """Run each table's suite on its frame. Returns success, failure descriptions, and the full
+    GX results as JSON-able dicts (kept beside the run, and in the GX project if given)."""
+    import great_expectations as gx
+
+    context = _context(project_root)
     failures, results = [], {}
     for name, frame in frames.items():
-        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
-        suite = context.suites.add(load_suite(name))
-        definition = gx.ValidationDefinition(name=name, data=batch, suite=suite)
-        result = definition.run(batch_parameters={"dataframe": frame},
-                                result_format={"result_format": "SUMMARY"})
-        results[name] = result.to_json_dict()
-        for r in result.results:
-            if not r.success:
-                failures.append(_describe(name, r))
+        checkpoint = _checkpoint(context, name)
+        outcome = checkpoint.run(batch_parameters={"dataframe": frame},
+                                 run_id=gx.RunIdentifier(run_name=run_name))
+        for result in outcome.run_results.values():
+            results[name] = result.to_json_dict()
+            for r in result.results:
+                if not r.success:
+                    failures.append(_describe(name, r))
     return not failures, failures, results
+
+
+def build_docs(project_root: Path) -> Path:
+    """Render GX Data Docs from the kept validation results; returns the index page."""
+    context = _context(project_root)
+    for name in TABLES:
+        _checkpoint(context, name)  # the suites' pages need them registered
+    context.build_data_docs()
+    return project_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
 
 def _describe(table: str, r) -> str:
@@ -82,9 +122,11 @@ def _describe(table: str, r) -> str:
     return f"{table}: {cfg.type}({target}) failed: {what}"
 
 
-def audit(frames: dict[str, pd.DataFrame], results_path: Path) -> None:
-    """Validate, keep the results as JSON at `results_path`, raise AuditFailed on any failure."""
-    ok, failures, results = validate_frames(frames)
+def audit(frames: dict[str, pd.DataFrame], results_path: Path, run_name: str,
+          project_root: Path | None = None) -> None:
+    """Validate, keep the results as JSON at `results_path` (and in the GX project), raise
+    AuditFailed on any failure."""
+    ok, failures, results = validate_frames(frames, run_name, project_root)
     results_path.write_text(json.dumps({"success": ok, "failures": failures, "results": results},
                                        indent=1, default=str))
     if not ok:

@@ -102,6 +102,16 @@ def cmd_run(args: argparse.Namespace) -> None:
                   f"{done['quarantined']:>13,}")
 
 
+def cmd_audit_docs(args: argparse.Namespace) -> None:
+    from billing_jobs.audit import build_docs
+    from billing_jobs.config import Settings
+
+    root = Path(Settings.resolve().staging) / "gx"
+    if not root.exists():
+        raise UsageError(f"no audit results under {root}: run a day first")
+    print(f"Data Docs: {build_docs(root)}")
+
+
 def _one_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
@@ -153,6 +163,9 @@ def parser() -> argparse.ArgumentParser:
                                        "duckdb:///var/warehouse.duckdb)")
     u.add_argument("--dry-run", action="store_true", help="write and audit, publish nothing")
     u.set_defaults(func=cmd_run)
+
+    a = sub.add_parser("audit-docs", help="build Great Expectations Data Docs from kept results")
+    a.set_defaults(func=cmd_audit_docs)
 
     e = sub.add_parser("explain", help="one stream's timeline with the decision for each message")
     e.add_argument("--line", required=True, help="line_id")

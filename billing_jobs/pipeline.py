@@ -213,8 +213,14 @@ def read_staged(folder: Path) -> tuple[dict, dict[str, pa.Table]]:
     return meta, {name: pq.read_table(folder / f"{name}.parquet") for name in STAGED}
 
 
+def gx_project(folder: Path) -> Path:
+    """The GX project of a staging area (`<staging>/gx`): results of every audit, Data Docs."""
+    return folder.parent.parent / "gx"
+
+
 def audit(folder: Path) -> None:
-    """Great Expectations on the staged run; writes `audit.json` beside it, raises on failure."""
+    """Great Expectations on the staged run; writes `audit.json` beside it and keeps the results
+    in the staging area's GX project; raises on failure."""
     from billing_jobs.audit import audit as run_suites
 
     meta, tables = read_staged(folder)
@@ -242,7 +248,7 @@ def audit(folder: Path) -> None:
         "invoice_lines": lines,
         "accepted_messages": tables["accepted_messages"].to_pandas(),
         "run_totals": totals,
-    }, folder / "audit.json")
+    }, folder / "audit.json", run_name=meta["run_id"], project_root=gx_project(folder))
 
 
 def _zero():

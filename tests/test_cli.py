@@ -14,8 +14,11 @@ import pyarrow.parquet as pq
 BIN = Path(sys.executable).parent / "billing-jobs"
 
 
-def cli(*args, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True)
+def cli(*args, check=True, env=None) -> subprocess.CompletedProcess:
+    import os
+
+    proc = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -101,3 +104,36 @@ def test_bad_input_gives_one_line_and_a_nonzero_exit(tmp_path):
 def test_every_command_has_help():
     for command in ("generate", "reconcile", "explain", "run"):
         assert "usage: billing-jobs " + command in cli(command, "--help").stdout
+
+
+def test_run_publishes_a_range_and_the_audit_results_render_as_data_docs(tmp_path):
+    cli("generate", "--out", tmp_path / "landing", "--start", "2026-03-01", "--days", 2,
+        "--messages-per-day", 1500)
+    env = {"BILLING_SOURCE": str(tmp_path / "landing"), "BILLING_STAGING": str(tmp_path / "stg"),
+           "BILLING_WAREHOUSE_URL": f"duckdb:///{tmp_path}/wh.duckdb"}
+    proc = cli("run", "--date", "2026-03-01", "--to", "2026-03-02", env=env)
+    assert "[1/2] 2026-03-01: published:" in proc.stdout
+    assert "[2/2] 2026-03-02: published:" in proc.stdout
+    assert "quarantined" in proc.stdout.splitlines()[-3]  # the summary table's header
+    assert "DEMO secret" in proc.stderr
+    dry = cli("run", "--date", "2026-03-02", "--dry-run", env=env)
+    assert "audited (dry run, not published)" in dry.stdout
+
+    docs = cli("audit-docs", env=env).stdout
+    index = Path(docs.split("Data Docs: ", 1)[1].strip())
+    assert index.is_file()
+    pages = list((index.parent / "validations").rglob("*.html"))
+    assert {p.parts[-4] for p in pages} >= {"conversation_starts", "invoice_lines",
+                                            "accepted_messages", "run_totals"}
+
+
+def test_a_failed_run_says_why_in_one_line(tmp_path):
+    cli("generate", "--out", tmp_path / "landing", "--start", "2026-03-01", "--days", 1,
+        "--messages-per-day", 500)
+    env = {"BILLING_SOURCE": str(tmp_path / "landing"), "BILLING_STAGING": str(tmp_path / "stg"),
+           "BILLING_WAREHOUSE_URL": f"duckdb:///{tmp_path}/wh.duckdb"}
+    proc = cli("run", "--date", "2026-03-05", env=env, check=False)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "no partition for 2026-03-05" in errors[0]
+    assert "Traceback" not in proc.stderr
