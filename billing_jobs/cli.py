@@ -102,6 +102,24 @@ def cmd_run(args: argparse.Namespace) -> None:
                   f"{done['quarantined']:>13,}")
 
 
+def cmd_restate(args: argparse.Namespace) -> None:
+    from billing_jobs.config import Settings
+    from billing_jobs.restate import restate, stale_days
+
+    settings = Settings.resolve(source=args.source, reference=args.reference,
+                                warehouse_url=args.warehouse)
+    if args.dry_run:
+        days = stale_days(settings, args.since)
+        print("would re-bill: " + (", ".join(map(str, days)) if days else "nothing"))
+        return
+    done = restate(settings, args.since)
+    for day, result in done:
+        print(f"{day}: re-billed: {result['starts_on_day']:,} starts, amount {result['amount']:.4f} "
+              f"(run {result['run_id']})")
+    if not done:
+        print(f"every published day since {args.since} is up to date")
+
+
 def cmd_audit_docs(args: argparse.Namespace) -> None:
     from billing_jobs.audit import build_docs
     from billing_jobs.config import Settings
@@ -163,6 +181,14 @@ def parser() -> argparse.ArgumentParser:
                                        "duckdb:///var/warehouse.duckdb)")
     u.add_argument("--dry-run", action="store_true", help="write and audit, publish nothing")
     u.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("restate", help="re-bill published days whose input partitions changed")
+    s.add_argument("--since", required=True, type=_date, help="first billing date to check")
+    s.add_argument("--source")
+    s.add_argument("--reference")
+    s.add_argument("--warehouse")
+    s.add_argument("--dry-run", action="store_true", help="only list the days to re-bill")
+    s.set_defaults(func=cmd_restate)
 
     a = sub.add_parser("audit-docs", help="build Great Expectations Data Docs from kept results")
     a.set_defaults(func=cmd_audit_docs)

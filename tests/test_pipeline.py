@@ -330,3 +330,33 @@ def test_finance_queries_run_and_round_totals_half_up(settings):
     # the rounding the query relies on is half-up on both engines
     assert query(settings, "select round(cast(0.125 as numeric(38, 10)), 2),"
                  " round(cast(2.675 as numeric(38, 10)), 2)") == [(Decimal("0.13"), Decimal("2.68"))]
+
+
+def test_restatement_rebills_exactly_the_days_a_late_file_changes(settings):
+    from billing_jobs import restate
+
+    days = [START + dt.timedelta(days=k) for k in range(3)]
+    for day in days:
+        pipeline.run_day(settings, day)
+    assert restate.stale_days(settings, START) == []
+    before = {day: day_tables(settings, day) for day in days}
+
+    # a late answer lands in the first day's partition, after that day was billed
+    late = {"message_id": "late-1", "customer_id": "C001", "line_id": next(
+                line for line, (c, _) in load_reference(settings.reference).lines.items()
+                if c == "C001"),
+            "contact_id": "+4915100000077", "direction": "inbound", "message_type": "session",
+            "sent_at": f"{START}T23:59:00Z"}
+    with open(f"{settings.source}/messages/date={START}/late-arrival.jsonl", "w") as f:
+        f.write(json.dumps(late) + "\n")
+    assert restate.stale_days(settings, START) == days  # D and the two days that read it
+    assert restate.stale_days(settings, START + dt.timedelta(days=1)) == days[1:]
+
+    restated = restate.restate(settings, START)
+    assert [d for d, _ in restated] == days
+    assert restate.stale_days(settings, START) == []
+    # the first day gained exactly the late start; the others equal a from-scratch run
+    after = day_tables(settings, START)
+    assert len(after["conversation_starts"]) == len(before[START]["conversation_starts"]) + 1
+    for day in days:
+        assert published_lines(settings, day) == normalised(expected_lines(settings, day))
