@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-SUITES = Path(__file__).resolve().parent.parent / "expectations"
+SUITES = Path(os.environ.get("BILLING_EXPECTATIONS")
+              or Path(__file__).resolve().parent.parent / "expectations")
 TABLES = ("conversation_starts", "invoice_lines", "accepted_messages", "run_totals")
 
 

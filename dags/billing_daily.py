@@ -1,0 +1,113 @@
+"""
+### billing_daily
+
+Bills one UTC day of WhatsApp conversation starts per run: waits for the day's `_SUCCESS` marker
+in the landing zone, then **writes** (reconcile and price D from partitions D-2..D into a staged
+run), **audits** (Great Expectations; a failure stops here and names the expectation) and
+**publishes** (replaces D's rows in the warehouse in one transaction). A nightly run then
+**restates** published days of the last `restate_days` whose inputs changed (late files).
+
+*A run bills the UTC date of its logical date*: scheduled and backfill runs bill the start of
+their data interval; a manual run bills the logical date picked in the trigger form (or the
+`billing_date` param). Backfill from the UI: Trigger → Backfill, pick the date range; days run
+side by side (max active runs 3) while the publishing task runs one at a time (the DuckDB
+warehouse has one writer).
+
+Owner: billing. Code: `billing_jobs.orchestration`. Runbook: README.md, "Airflow".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    Param,
+    PokeReturnValue,
+    dag,
+    get_current_context,
+    task,
+)
+
+INVOICE_LINES = Asset(name="billing_invoice_lines", uri="billing://warehouse/invoice_lines")
+
+
+@dag(
+    dag_id="billing_daily",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=3,
+    doc_md=__doc__,
+    tags=["billing", "finance"],
+    default_args={
+        "owner": "billing",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=2),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=30),
+    },
+    params={
+        "billing_date": Param(None, type=["null", "string"], format="date",
+                              description="Bill this UTC date instead of the logical date."),
+        "dry_run": Param(False, type="boolean",
+                         description="Write and audit, but publish nothing."),
+        "restate_days": Param(35, type="integer", minimum=0, maximum=366,
+                              description="Scheduled runs re-bill changed days this far back."),
+    },
+)
+def billing_daily():
+    @task
+    def billing_date() -> str:
+        from billing_jobs.orchestration import billing_date_for
+
+        context = get_current_context()
+        return billing_date_for(context["params"], context.get("logical_date")).isoformat()
+
+    @task.sensor(poke_interval=300, timeout=12 * 3600, mode="reschedule")
+    def wait_for_partition(day: str) -> PokeReturnValue:
+        from billing_jobs.orchestration import partition_complete
+
+        return PokeReturnValue(is_done=partition_complete(day), xcom_value=day)
+
+    @task
+    def write(day: str) -> str:
+        from billing_jobs.orchestration import write
+
+        return write(day)
+
+    @task(retries=0)  # an audit failure is a finding, not a glitch: no retry
+    def audit(folder: str) -> str:
+        from billing_jobs.orchestration import audit
+
+        audit(folder)
+        return folder
+
+    @task(max_active_tis_per_dag=1, outlets=[INVOICE_LINES])
+    def publish(folder: str) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from billing_jobs.orchestration import publish
+
+        if get_current_context()["params"]["dry_run"]:
+            raise AirflowSkipException("dry run: audited, nothing published")
+        return publish(folder)
+
+    @task(max_active_tis_per_dag=1)
+    def restate_late_data(day: str) -> list[str]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from billing_jobs.orchestration import restate
+
+        context = get_current_context()
+        if context["dag_run"].run_type != "scheduled" or context["params"]["dry_run"]:
+            raise AirflowSkipException("restatement runs with the nightly schedule only")
+        return restate(day, context["params"]["restate_days"])
+
+    day = wait_for_partition(billing_date())
+    published = publish(audit(write(day)))
+    published >> restate_late_data(day)
+
+
+billing_daily()
