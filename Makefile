@@ -7,7 +7,14 @@ DEMO_START ?= 2026-03-01
 DEMO_END ?= 2026-03-03
 BENCH_SIZES ?= 1000000 10000000
 
-.PHONY: install demo test bench lint clean constraints
+AIRFLOW_PORT ?= 8080
+# Airflow for the demo and `make airflow`: its own home under var/, our DAGs, the demo data.
+AIRFLOW_ENV = AIRFLOW_HOME=$(CURDIR)/var/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False PATH="$(CURDIR)/$(VENV)/bin:$$PATH" \
+	BILLING_SOURCE=$(CURDIR)/var/landing BILLING_STAGING=$(CURDIR)/var/staging \
+	BILLING_WAREHOUSE_URL=duckdb:///$(CURDIR)/var/warehouse.duckdb
+
+.PHONY: install demo test bench lint clean constraints airflow
 
 install: $(VENV)/.installed
 
@@ -19,12 +26,31 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # The demo uses the embedded defaults: landing zone var/landing, warehouse var/warehouse.duckdb.
 demo: install
-	rm -rf var/landing var/staging var/warehouse.duckdb
+	rm -rf var/landing var/staging var/warehouse.duckdb var/airflow
 	$(VENV)/bin/billing-jobs generate --out var/landing --start $(DEMO_START) --days 3 \
 		--messages-per-day 20000 --format mixed
-	$(VENV)/bin/billing-jobs run --date $(DEMO_START) --to $(DEMO_END)
+	$(AIRFLOW_ENV) airflow db migrate > /dev/null
+	for day in $$($(PY) -c "import datetime as d; s=d.date.fromisoformat('$(DEMO_START)'); \
+		e=d.date.fromisoformat('$(DEMO_END)'); print(*[s+d.timedelta(k) for k in range((e-s).days+1)])"); do \
+		echo "airflow dags test billing_daily $$day"; \
+		$(AIRFLOW_ENV) airflow dags test billing_daily $$day > var/airflow/dags-test-$$day.log 2>&1 \
+			|| { tail -40 var/airflow/dags-test-$$day.log; exit 1; }; \
+		grep -o "DagRun Finished: dag_id=billing_daily, logical_date=[^,]*" var/airflow/dags-test-$$day.log; \
+	done
 	$(PY) -m billing_jobs.summary published_invoice_lines
 	$(PY) -m billing_jobs.summary monthly_totals_by_customer
+
+# Airflow locally (standalone: api-server, scheduler, dag-processor, triggerer; SQLite metadata,
+# LocalExecutor with a parallelism that fits 2 cores), wired to the demo data of `make demo`.
+airflow: install
+	mkdir -p var/airflow
+	@echo "Airflow UI: http://localhost:$(AIRFLOW_PORT)  (login: admin / the password printed below"
+	@echo "and kept in var/airflow/simple_auth_manager_passwords.json.generated)"
+	$(AIRFLOW_ENV) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+		AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$(AIRFLOW_PORT)/execution/ \
+		AIRFLOW__CORE__PARALLELISM=4 AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+		AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
+		airflow standalone
 
 test: install
 	$(PY) -m pytest

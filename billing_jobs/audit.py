@@ -10,6 +10,7 @@ their counts, and the count of distinct message ids computed independently of th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -87,18 +88,38 @@ def validate_frames(frames: dict[str, pd.DataFrame], run_name: str = "audit",
     GX results as JSON-able dicts (kept beside the run, and in the GX project if given)."""
     import great_expectations as gx
 
-    context = _context(project_root)
     failures, results = [], {}
-    for name, frame in frames.items():
-        checkpoint = _checkpoint(context, name)
-        outcome = checkpoint.run(batch_parameters={"dataframe": frame},
-                                 run_id=gx.RunIdentifier(run_name=run_name))
-        for result in outcome.run_results.values():
-            results[name] = result.to_json_dict()
-            for r in result.results:
-                if not r.success:
-                    failures.append(_describe(name, r))
+    with _exclusive(project_root):
+        context = _context(project_root)
+        for name, frame in frames.items():
+            checkpoint = _checkpoint(context, name)
+            outcome = checkpoint.run(batch_parameters={"dataframe": frame},
+                                     run_id=gx.RunIdentifier(run_name=run_name))
+            for result in outcome.run_results.values():
+                results[name] = result.to_json_dict()
+                for r in result.results:
+                    if not r.success:
+                        failures.append(_describe(name, r))
     return not failures, failures, results
+
+
+@contextlib.contextmanager
+def _exclusive(project_root: Path | None):
+    """One audit at a time per GX project: GX refuses to run a checkpoint whose configuration
+    another process has just (re)created ("has changed since it has last been saved"), which is
+    what days audited side by side in a backfill would otherwise do."""
+    if project_root is None:
+        yield
+        return
+    import fcntl
+
+    project_root.mkdir(parents=True, exist_ok=True)
+    with open(project_root / ".audit.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def build_docs(project_root: Path) -> Path:
