@@ -142,3 +142,16 @@ def test_a_failing_audit_fails_the_run_and_says_which_expectation(tmp_path, land
     con = duckdb.connect(str(warehouse), read_only=True) if warehouse.exists() else None
     published = con.sql("select count(*) from billing.invoice_lines").fetchall()[0][0] if con else 0
     assert published == 0
+
+
+def test_the_warehouse_connection_becomes_a_sqlalchemy_url():
+    from airflow.sdk import Connection
+
+    from billing_jobs.orchestration import warehouse_url
+
+    pg = Connection(conn_id="billing_warehouse", conn_type="postgres", host="db.internal",
+                    login="billing", password="s3cret", port=5432, schema="warehouse")
+    assert warehouse_url(pg) == "postgresql+psycopg://billing:s3cret@db.internal:5432/warehouse"
+    duck = Connection(conn_id="billing_warehouse", conn_type="generic",
+                      extra='{"url": "duckdb:////data/warehouse.duckdb"}')
+    assert warehouse_url(duck) == "duckdb:////data/warehouse.duckdb"
