@@ -120,6 +120,57 @@ def cmd_restate(args: argparse.Namespace) -> None:
         print(f"every published day since {args.since} is up to date")
 
 
+def _month(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text + "-01")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a month (YYYY-MM): {text!r}") from None
+
+
+def cmd_close(args: argparse.Namespace) -> None:
+    from billing_jobs.config import Settings
+    from billing_jobs.invoicing import CloseRefused, close_month
+
+    try:
+        invoices = close_month(Settings.resolve(warehouse_url=args.warehouse), args.month)
+    except CloseRefused as exc:
+        raise UsageError(str(exc)) from None
+    if not invoices:
+        print(f"{args.month:%Y-%m} is already closed: nothing changed")
+    for inv in invoices:
+        print(f"invoice {inv['invoice_number']}: {inv['customer_id']} {inv['currency']} "
+              f"{inv['total']} ({inv['items']} items, exact {inv['exact_total']})")
+
+
+def cmd_trace(args: argparse.Namespace) -> None:
+    from billing_jobs.config import Settings
+    from billing_jobs.invoicing import trace
+
+    rows = trace(Settings.resolve(warehouse_url=args.warehouse), args.invoice, args.item)
+    if not rows:
+        raise UsageError(f"invoice {args.invoice}" + (f" item {args.item}" if args.item else "")
+                         + ": no such invoice item")
+    print("item  kind        message_id                    started_at (UTC)      sign  unit_price"
+          "    rate_row  country  type")
+    for r in rows:
+        print(f"{r['item_no']:<5} {r['kind']:<11} {r['message_id']:<29} "
+              f"{str(r['started_at'])[:19]:<21} {r['sign']:>4}  {r['unit_price']:<13} "
+              f"{r['rate_row']:<9} {r['country']:<8} {r['conversation_type']}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from billing_jobs.config import Settings
+    from billing_jobs.invoicing import export_month
+
+    paths = export_month(Settings.resolve(warehouse_url=args.warehouse), args.month,
+                         Path(args.out), args.customer)
+    if not paths:
+        raise UsageError(f"no issued invoices for {args.month:%Y-%m}"
+                         + (f" and customer {args.customer}" if args.customer else ""))
+    for path in paths:
+        print(path)
+
+
 def cmd_audit_docs(args: argparse.Namespace) -> None:
     from billing_jobs.audit import build_docs
     from billing_jobs.config import Settings
@@ -189,6 +240,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--warehouse")
     s.add_argument("--dry-run", action="store_true", help="only list the days to re-bill")
     s.set_defaults(func=cmd_restate)
+
+    c = sub.add_parser("close", help="issue the month's invoices (idempotent)")
+    c.add_argument("--month", required=True, type=_month, help="YYYY-MM")
+    c.add_argument("--warehouse")
+    c.set_defaults(func=cmd_close)
+
+    t = sub.add_parser("trace", help="the conversation starts behind an invoice or invoice item")
+    t.add_argument("--invoice", required=True, type=int)
+    t.add_argument("--item", type=int)
+    t.add_argument("--warehouse")
+    t.set_defaults(func=cmd_trace)
+
+    x = sub.add_parser("export", help="one CSV per issued invoice of a month")
+    x.add_argument("--month", required=True, type=_month, help="YYYY-MM")
+    x.add_argument("--customer")
+    x.add_argument("--out", required=True)
+    x.add_argument("--warehouse")
+    x.set_defaults(func=cmd_export)
 
     a = sub.add_parser("audit-docs", help="build Great Expectations Data Docs from kept results")
     a.set_defaults(func=cmd_audit_docs)

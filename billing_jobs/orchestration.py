@@ -97,3 +97,12 @@ def restate(day: str, look_back_days: int) -> list[str]:
 
     since = dt.date.fromisoformat(day) - dt.timedelta(days=look_back_days)
     return [str(d) for d, _ in rebill(settings(), since)]
+
+
+def close_previous_month(logical_date: dt.datetime) -> list[dict]:
+    from billing_jobs.invoicing import close_month
+
+    first = logical_date.astimezone(dt.timezone.utc).date().replace(day=1)
+    previous = (first - dt.timedelta(days=1)).replace(day=1)
+    return [{**inv, "exact_total": str(inv["exact_total"]), "total": str(inv["total"])}
+            for inv in close_month(settings(), previous)]

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from billing_jobs import landing, warehouse
+from billing_jobs import invoicing, landing, warehouse
 from billing_jobs.config import Settings
 from billing_jobs.contract import RULES_VERSION
 from billing_jobs.pricing import invoice_lines, price_starts
@@ -281,6 +281,9 @@ def publish(settings: Settings, folder: Path) -> dict:
         with conn.begin():
             warehouse.lock_billing_date(conn, day, settings.lock_wait_s)
             warehouse.store_reference(conn, settings.schema, reference)
+            invoicing.book_adjustments(conn, settings.schema, day, starts, meta["run_id"],
+                                       f"{day} published again (run {meta['run_id']}, inputs "
+                                       f"{meta['input_fingerprint'][:12]})")
             warehouse.replace_day(conn, settings.schema, day, {
                 name: tables[name] for name in warehouse.DAY_TABLES})
             warehouse.record_run(conn, settings.schema, _run_row(meta, "published", amount))

@@ -33,9 +33,10 @@ def price_starts(starts: pa.Table, reference: Reference) -> pa.Table:
     if unknown:
         raise PricingError(f"starts on lines missing from lines.csv: {', '.join(unknown[:5])}")
     # integer codes for countries and conversation types: the loop below compares integers
-    countries = sorted({reference.lines[line][1] for line in lines} | {r.country for r in reference.rates})
-    country_code = np.array([countries.index(reference.lines[line][1]) for line in lines])[
-        line_codes.indices.to_numpy(zero_copy_only=False)]
+    countries = sorted({reference.lines[line][1] for line in lines}
+                       | {r.country for r in reference.rates})
+    country_code = np.array([countries.index(reference.lines[line][1]) for line in lines],
+                            dtype=np.int64)[line_codes.indices.to_numpy(zero_copy_only=False)]
     country = np.array(countries, dtype=object)[country_code]
     kind = pc.index_in(starts.column("conversation_type"),
                        value_set=pa.array(CONVERSATION_TYPES)).to_numpy(zero_copy_only=False)

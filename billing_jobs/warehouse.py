@@ -73,20 +73,31 @@ def ensure_schema(conn: sa.Connection, schema: str) -> None:
         conn.execute(sa.text(sql_file(path, schema)))
 
 
-def lock_billing_date(conn: sa.Connection, day, wait_s: float) -> None:
-    """PostgreSQL: hold a per-date advisory lock until the transaction ends. (DuckDB has a single
-    writer per file already.)"""
+def lock_key(conn: sa.Connection, key: str, wait_s: float, busy: str | None = None) -> None:
+    """PostgreSQL: hold an advisory lock on `key` until the transaction ends, waiting at most
+    `wait_s`. (DuckDB has a single writer per file already.)"""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text(f"set local lock_timeout = '{int(wait_s * 1000)}ms'"))
         try:
-            conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:key))"),
-                         {"key": f"billing_date:{day.isoformat()}"})
+            conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
         except sa.exc.OperationalError as exc:
             if "lock timeout" not in str(exc):
                 raise
-            raise WarehouseError(f"billing date {day} is being published by another run; gave up "
-                                 f"after {wait_s:.0f} s") from None
+            raise WarehouseError(f"{busy or key + ' is held by another run'}; gave up after "
+                                 f"{wait_s:.0f} s") from None
         conn.execute(sa.text("set local lock_timeout = 0"))
+
+
+def lock_billing_date(conn: sa.Connection, day, wait_s: float) -> None:
+    lock_key(conn, f"billing_date:{day.isoformat()}", wait_s,
+             busy=f"billing date {day} is being published by another run")
+
+
+def apply_finance_role(conn: sa.Connection, schema: str) -> None:
+    """PostgreSQL only: the read-only `billing_finance` role (sql/roles/billing_finance.sql)."""
+    if conn.dialect.name != "postgresql":
+        raise WarehouseError("the billing_finance role is for PostgreSQL warehouses")
+    conn.execute(sa.text(sql_file(SQL_DIR / "roles" / "billing_finance.sql", schema)))
 
 
 def insert_arrow(conn: sa.Connection, schema: str, table: str, data: pa.Table) -> None:

@@ -1,0 +1,182 @@
+"""Monthly close, adjustments, lineage and exports on DuckDB and PostgreSQL: February is billed and
+closed, a late message then restates one of its days, and the correction lands on March's
+invoice as an adjustment, traceable to the message."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import shutil
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from billing_jobs import invoicing, pipeline
+from billing_jobs.config import Settings
+from billing_jobs.generate import generate
+from billing_jobs.reference_data import load_reference
+
+FEB = [dt.date(2026, 2, 1) + dt.timedelta(days=k) for k in range(28)]
+MAR = [dt.date(2026, 3, 1) + dt.timedelta(days=k) for k in range(31)]
+
+
+@pytest.fixture(scope="module")
+def landing_zone(tmp_path_factory):
+    root = tmp_path_factory.mktemp("landing")
+    generate(root, FEB[0], days=30, messages_per_day=150, seed=3)
+    for day in MAR[2:]:  # quiet days: their partitions exist and are empty
+        folder = root / "messages" / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "_SUCCESS").touch()
+    return root
+
+
+@pytest.fixture
+def settings(landing_zone, tmp_path, warehouse_url):
+    shutil.copytree(landing_zone, tmp_path / "landing")
+    return Settings.resolve(source=str(tmp_path / "landing"), warehouse_url=warehouse_url,
+                            staging=str(tmp_path / "staging"))
+
+
+def rows(settings: Settings, sql: str, **params) -> list[dict]:
+    engine = sa.create_engine(settings.warehouse_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        out = [dict(r._mapping) for r in conn.execute(sa.text(sql), params).all()]
+    engine.dispose()
+    return out
+
+
+def issued(settings: Settings) -> list[tuple]:
+    """Every issued invoice and item, as text, to compare before and after."""
+    return [tuple(map(str, r.values())) for r in rows(
+        settings, "select i.*, it.* from billing.invoices i join billing.invoice_items it"
+                  " using (invoice_number) order by i.invoice_number, it.item_no")]
+
+
+def check_invoice_sums_and_lineage(settings: Settings, month: dt.date) -> list[dict]:
+    invoices = rows(settings, "select * from billing.invoices where month = :m"
+                              " order by invoice_number", m=month)
+    for inv in invoices:
+        items = rows(settings, "select * from billing.invoice_items where invoice_number = :n",
+                     n=inv["invoice_number"])
+        lines = sum((Decimal(i["amount"]) for i in items if i["kind"] == "line"), Decimal(0))
+        adjustments = sum((Decimal(i["amount"]) for i in items if i["kind"] == "adjustment"),
+                          Decimal(0))
+        assert Decimal(inv["exact_total"]) == lines + adjustments  # exactly
+        assert Decimal(inv["total"]) == (lines + adjustments).quantize(Decimal("0.01"),
+                                                                        ROUND_HALF_UP)
+        traced = invoicing.trace(settings, inv["invoice_number"])
+        for item in items:
+            behind = [t for t in traced if t["item_no"] == item["item_no"]]
+            assert sum(t["sign"] for t in behind) == item["quantity"]
+            assert sum((Decimal(t["amount"]) for t in behind), Decimal(0)) == Decimal(item["amount"])
+            assert all(t["conversation_type"] == item["conversation_type"]
+                       and t["country"] == item["country"] for t in behind)
+    return invoices
+
+
+def test_close_adjust_trace_and_export(settings, tmp_path):
+    for day in FEB[:-1]:
+        pipeline.run_day(settings, day)
+    with pytest.raises(invoicing.CloseRefused, match=r"1 day\(s\) not published: 2026-02-28 "
+                                                      r"\(never run\)"):
+        invoicing.close_month(settings, FEB[0])
+    pipeline.run_day(settings, FEB[-1])
+
+    february = invoicing.close_month(settings, FEB[0])
+    numbers = [inv["invoice_number"] for inv in february]
+    assert numbers == list(range(1, len(february) + 1))  # gapless from the first
+    invoices = check_invoice_sums_and_lineage(settings, FEB[0])
+    (billed,) = rows(settings, "select sum(amount) as a from billing.invoice_lines"
+                               " where billing_date < '2026-03-01'")
+    assert sum(Decimal(i["exact_total"]) for i in invoices) == Decimal(billed["a"])
+    before = issued(settings)
+    assert invoicing.close_month(settings, FEB[0]) == []  # closing twice is a no-op
+    assert issued(settings) == before
+
+    # a late message for 10 February: re-publishing the day never touches the issued invoice
+    ref = load_reference(settings.reference)
+    line, (customer, country) = next(iter(ref.lines.items()))
+    late_day = FEB[9]
+    late = {"message_id": "late-feb-10", "customer_id": customer, "line_id": line,
+            "contact_id": "+4915100000555", "direction": "inbound", "message_type": "session",
+            "sent_at": f"{late_day}T12:00:00Z"}
+    (tmp_path / "landing" / "messages" / f"date={late_day}" / "late.jsonl").write_text(
+        json.dumps(late) + "\n")
+    done = pipeline.run_day(settings, late_day)
+    assert issued(settings) == before
+    (adjustment,) = rows(settings, "select * from billing.adjustments")
+    price = [r for r in ref.rates if r.country == country
+             and r.conversation_type == "user_initiated" and r.applies_at(
+                 dt.datetime(2026, 2, 10, 12, tzinfo=dt.timezone.utc))][0].unit_price
+    assert (adjustment["customer_id"], adjustment["country"], adjustment["conversation_type"],
+            adjustment["quantity"]) == (customer, country, "user_initiated", 1)
+    assert Decimal(adjustment["amount"]) == price  # one more start: a positive adjustment
+    assert str(adjustment["billing_date"]) == str(late_day)
+    assert adjustment["run_id"] == done["run_id"] and "published again" in adjustment["reason"]
+    assert str(adjustment["booked_month"]) == "2026-03-01" and adjustment["invoice_number"] is None
+
+    # March: quiet days and all; its close carries the adjustment
+    with pytest.raises(invoicing.CloseRefused, match="31 day"):
+        invoicing.close_month(settings, MAR[0])
+    for day in MAR:
+        pipeline.run_day(settings, day)
+    march = invoicing.close_month(settings, MAR[0])
+    assert [inv["invoice_number"] for inv in march] == list(
+        range(len(february) + 1, len(february) + len(march) + 1))
+    check_invoice_sums_and_lineage(settings, MAR[0])
+    (item,) = rows(settings, "select it.*, i.customer_id from billing.invoice_items it join"
+                             " billing.invoices i using (invoice_number) where kind = 'adjustment'")
+    assert item["customer_id"] == customer and str(item["billing_date"]) == str(late_day)
+    assert item["cause_run_id"] == done["run_id"] and Decimal(item["amount"]) == price
+    traced = invoicing.trace(settings, item["invoice_number"], item["item_no"])
+    assert [(t["message_id"], t["sign"]) for t in traced] == [("late-feb-10", 1)]
+
+    # exports: one CSV per invoice, whose lines and adjustments add up to the exact total
+    paths = invoicing.export_month(settings, MAR[0], tmp_path / "export")
+    assert len(paths) == len(march)
+    for path in paths:
+        records = list(csv.DictReader(open(path)))
+        assert records[0]["record"] == "H" and records[-1]["record"] == "T"
+        items = [r for r in records if r["record"] in ("L", "A")]
+        exact = sum((Decimal(r["amount"]) for r in items), Decimal(0))
+        assert Decimal(records[-1]["amount"]) == exact.quantize(Decimal("0.01"), ROUND_HALF_UP)
+    adjusted = [p for p in paths if f"-{customer}.csv" in p.name]
+    assert any(r["record"] == "A" for r in csv.DictReader(open(adjusted[0])))
+
+
+def test_finance_role_reads_and_cannot_write(pg_url, pg_admin, tmp_path, landing_zone):
+    from billing_jobs import warehouse
+
+    settings = Settings.resolve(source=str(landing_zone), warehouse_url=pg_url,
+                                staging=str(tmp_path / "staging"))
+    pipeline.run_day(settings, FEB[0])
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        warehouse.apply_finance_role(conn, "billing")
+    analyst = f"analyst_{tmp_path.name[-8:].lower().replace('-', '_')}"
+    with pg_admin.connect() as conn:
+        conn.execute(sa.text(f"drop role if exists {analyst}"))
+        conn.execute(sa.text(f"create role {analyst} login in role billing_finance"))
+    try:
+        as_analyst = sa.create_engine(sa.engine.make_url(pg_url).set(username=analyst),
+                                      poolclass=sa.pool.NullPool)
+        with as_analyst.connect() as conn:
+            assert conn.execute(sa.text("select count(*) from billing.invoice_lines")).scalar() > 0
+            assert conn.execute(sa.text("select count(*) from billing.monthly_invoice_lines")
+                                ).scalar() > 0
+        for statement in ("insert into billing.closed_months values ('2026-01-01', now(), 0)",
+                          "update billing.invoice_lines set amount = 0",
+                          "delete from billing.conversation_starts",
+                          "create table billing.mine (a int)"):
+            with as_analyst.connect() as conn, pytest.raises(sa.exc.ProgrammingError,
+                                                             match="permission denied"):
+                conn.execute(sa.text(statement))
+        as_analyst.dispose()
+    finally:
+        engine.dispose()
+        with pg_admin.connect() as conn:
+            conn.execute(sa.text(f"drop owned by {analyst}"))
+            conn.execute(sa.text(f"drop role if exists {analyst}"))
