@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from billing_jobs.contract import STATUS_RANK
 from billing_jobs.landing import CONFLICTING_DUPLICATE, quarantine_rows

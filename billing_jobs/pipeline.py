@@ -71,6 +71,20 @@ def contact_keys(contacts: pa.ChunkedArray | pa.Array, secret: str) -> pa.Array:
     return pc.take(pa.array(keys, pa.string()), encoded.indices)
 
 
+def pseudonymised_records(records: pa.ChunkedArray, secret: str) -> pa.Array:
+    """Quarantined rows as JSON, with `contact_id` replaced by its `contact_key`: the record keeps
+    everything needed to see what was wrong, but no phone number reaches the warehouse."""
+    key = secret.encode()
+    out = []
+    for text in records.to_pylist():
+        row = json.loads(text)
+        if row.get("contact_id") is not None:
+            row["contact_key"] = hmac.digest(key, str(row.pop("contact_id")).encode(),
+                                             "sha256").hex()
+        out.append(json.dumps(row, sort_keys=True, default=str))
+    return pa.array(out, pa.string())
+
+
 def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
     """Compute the day and stage it under `<staging>/<day>/<run_id>/`; returns that folder."""
     started = dt.datetime.now(dt.timezone.utc)
@@ -119,8 +133,11 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
         "sent_at": anomalies.column("sent_at"),
         "kind": anomalies.column("kind"),
     }), **tag))
-    _stage(folder, "quarantined_messages", _with(result.quarantined.select(
-        ["message_id", "reason", "record", "source_file", "source_row"]), **tag))
+    quarantined = result.quarantined.select(
+        ["message_id", "reason", "record", "source_file", "source_row"])
+    quarantined = quarantined.set_column(2, "record", pseudonymised_records(
+        quarantined.column("record"), settings.contact_key_secret))
+    _stage(folder, "quarantined_messages", _with(quarantined, **tag))
     _stage(folder, "accepted_messages", _accepted_profile(result))
     clock.lap("stage")
     counts = {**result.counts(), "starts_on_day": priced.num_rows,
