@@ -78,6 +78,15 @@ def check_invoice_sums_and_lineage(settings: Settings, month: dt.date) -> list[d
 
 
 def test_close_adjust_trace_and_export(settings, tmp_path):
+    ref = load_reference(settings.reference)
+    line, (customer, country) = next(iter(ref.lines.items()))
+    # a template to a new contact on 12 February: charged as a business-initiated start
+    attempt_day = FEB[11]
+    attempt = {"message_id": "attempt-feb-12", "customer_id": customer, "line_id": line,
+               "contact_id": "+4915100000666", "direction": "outbound", "message_type": "template",
+               "sent_at": f"{attempt_day}T09:00:00Z", "status": "sent"}
+    (tmp_path / "landing" / "messages" / f"date={attempt_day}" / "attempt.jsonl").write_text(
+        json.dumps(attempt) + "\n")
     for day in FEB[:-1]:
         pipeline.run_day(settings, day)
     with pytest.raises(invoicing.CloseRefused, match=r"1 day\(s\) not published: 2026-02-28 "
@@ -97,8 +106,6 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
     assert issued(settings) == before
 
     # a late message for 10 February: re-publishing the day never touches the issued invoice
-    ref = load_reference(settings.reference)
-    line, (customer, country) = next(iter(ref.lines.items()))
     late_day = FEB[9]
     late = {"message_id": "late-feb-10", "customer_id": customer, "line_id": line,
             "contact_id": "+4915100000555", "direction": "inbound", "message_type": "session",
@@ -118,6 +125,20 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
     assert adjustment["run_id"] == done["run_id"] and "published again" in adjustment["reason"]
     assert str(adjustment["booked_month"]) == "2026-03-01" and adjustment["invoice_number"] is None
 
+    # a late status update says the 12 February template failed: it never reached the contact,
+    # so its charge is taken back on the next invoice (sent < failed: the failed copy wins)
+    (tmp_path / "landing" / "messages" / f"date={attempt_day}" / "late-status.jsonl").write_text(
+        json.dumps({**attempt, "status": "failed"}) + "\n")
+    pipeline.run_day(settings, attempt_day)
+    assert issued(settings) == before
+    (taken_back,) = rows(settings, "select * from billing.adjustments where billing_date = :d",
+                         d=attempt_day)
+    business = [r for r in ref.rates if r.country == country
+                and r.conversation_type == "business_initiated" and r.applies_at(
+                    dt.datetime(2026, 2, 12, 9, tzinfo=dt.timezone.utc))][0].unit_price
+    assert (taken_back["conversation_type"], taken_back["quantity"]) == ("business_initiated", -1)
+    assert Decimal(taken_back["amount"]) == -business
+
     # March: quiet days and all; its close carries the adjustment
     with pytest.raises(invoicing.CloseRefused, match="31 day"):
         invoicing.close_month(settings, MAR[0])
@@ -127,12 +148,16 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
     assert [inv["invoice_number"] for inv in march] == list(
         range(len(february) + 1, len(february) + len(march) + 1))
     check_invoice_sums_and_lineage(settings, MAR[0])
-    (item,) = rows(settings, "select it.*, i.customer_id from billing.invoice_items it join"
-                             " billing.invoices i using (invoice_number) where kind = 'adjustment'")
-    assert item["customer_id"] == customer and str(item["billing_date"]) == str(late_day)
-    assert item["cause_run_id"] == done["run_id"] and Decimal(item["amount"]) == price
-    traced = invoicing.trace(settings, item["invoice_number"], item["item_no"])
-    assert [(t["message_id"], t["sign"]) for t in traced] == [("late-feb-10", 1)]
+    items = rows(settings, "select it.*, i.customer_id from billing.invoice_items it join"
+                           " billing.invoices i using (invoice_number) where kind = 'adjustment'"
+                           " order by billing_date")
+    assert [(str(i["billing_date"]), i["quantity"], Decimal(i["amount"])) for i in items] == [
+        (str(late_day), 1, price), (str(attempt_day), -1, -business)]
+    assert {i["customer_id"] for i in items} == {customer}
+    assert items[0]["cause_run_id"] == done["run_id"]
+    traced = [(t["message_id"], t["sign"]) for i in items
+              for t in invoicing.trace(settings, i["invoice_number"], i["item_no"])]
+    assert traced == [("late-feb-10", 1), ("attempt-feb-12", -1)]
 
     # exports: one CSV per invoice, whose lines and adjustments add up to the exact total
     paths = invoicing.export_month(settings, MAR[0], tmp_path / "export")
