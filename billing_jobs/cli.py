@@ -82,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     for i, day in enumerate(days, start=1):
         print(f"[{i}/{len(days)}] {day}: ", end="", flush=True)
         try:
-            done = pipeline.run_day(settings, day, dry_run=args.dry_run)
+            done = pipeline.run_day(settings, day, dry_run=args.dry_run, shards=args.shards)
         except Exception as exc:
             print("FAILED")
             raise UsageError(f"{day}: {_one_line(exc)} (nothing published for {day}"
@@ -231,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--warehouse", help="SQLAlchemy URL (default $BILLING_WAREHOUSE_URL or "
                                        "duckdb:///var/warehouse.duckdb)")
     u.add_argument("--dry-run", action="store_true", help="write and audit, publish nothing")
+    u.add_argument("--shards", type=_positive, default=1,
+                   help="compute the day in N pieces by line (bounded memory; same result)")
     u.set_defaults(func=cmd_run)
 
     s = sub.add_parser("restate", help="re-bill published days whose input partitions changed")

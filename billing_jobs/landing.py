@@ -102,11 +102,12 @@ def partition_files(source: str | Path, day: dt.date) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
 
 
-def read_raw(path: Path) -> pa.Table:
+def read_raw(path: Path, rows_filter=None) -> pa.Table:
     """One file as read, before validation. Raises LandingError naming the file if unreadable.
 
     Only contract columns are kept (others are ignored, as the contract allows); low-cardinality
-    columns are read dictionary-encoded where the format allows it."""
+    columns are read dictionary-encoded where the format allows it. `rows_filter`, an Arrow
+    expression, keeps only matching rows of a parquet file as it is read (shards use it)."""
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -116,6 +117,7 @@ def read_raw(path: Path) -> pa.Table:
                 path,
                 columns=[c for c in CONTRACT_COLUMNS if c in names],
                 read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names],
+                filters=rows_filter,
             )
         elif path.suffix == ".csv":
             import pyarrow.csv as pcsv
@@ -154,13 +156,22 @@ def read_files(
     paths: list[Path],
     partition_date: dt.date | None | str = "infer",
     lines: dict[str, str] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Batch:
-    """Read and validate files; `partition_date="infer"` takes it from each file's directory."""
+    """Read and validate files; `partition_date="infer"` takes it from each file's directory.
+
+    With `shard=(k, n)` only the rows whose line falls in shard k of n are read (see shards.py);
+    their row numbers stay those of the whole file."""
     valid, quarantined, rows = [], [], 0
     for path in paths:
-        raw = read_raw(path)
+        if shard is None:
+            raw, numbers = read_raw(path), None
+        else:
+            from billing_jobs.shards import read_shard_rows
+
+            raw, numbers = read_shard_rows(path, *shard)
         day = partition_date_of(path) if partition_date == "infer" else partition_date
-        ok, bad = validate(raw, str(path), day, lines)
+        ok, bad = validate(raw, str(path), day, lines, numbers)
         rows += raw.num_rows
         del raw
         valid.append(ok)
@@ -248,12 +259,16 @@ def validate(
     source_file: str,
     partition_date: dt.date | None = None,
     lines: dict[str, str] | None = None,
+    row_numbers: np.ndarray | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Split raw rows into valid contract rows and quarantined rows with the first failed check.
 
     `lines` maps line_id -> customer_id; without it the line checks are skipped (pure reconcile).
+    `row_numbers` are the rows' 1-based positions in the file when `raw` holds only some of them.
     """
     n = raw.num_rows
+    if row_numbers is None:
+        row_numbers = np.arange(1, n + 1, dtype=np.int64)
     cols = {c: _column(raw, c) for c in CONTRACT_COLUMNS if c != "sent_at"}
     sent_at, bad_time = parse_sent_at(raw)
     reason = np.zeros(n, dtype=np.int16)  # 0 = valid, k = REASONS[k - 1]
@@ -299,7 +314,7 @@ def validate(
             "source_file": pa.DictionaryArray.from_arrays(
                 pa.array(np.zeros(n, dtype=np.int32)), pa.array([source_file], pa.string())
             ),
-            "source_row": pa.array(np.arange(1, n + 1, dtype=np.int64)),  # 1-based, as people count
+            "source_row": pa.array(row_numbers, pa.int64()),  # 1-based, as people count
         },
         schema=FILE_SCHEMA,
     )
@@ -307,7 +322,7 @@ def validate(
     if len(bad_idx):
         valid = valid.filter(pa.array(reason == 0))
     quarantined = quarantine_rows(
-        take_rows(raw, bad_idx), source_file, (bad_idx + 1).tolist(),
+        take_rows(raw, bad_idx), source_file, row_numbers[bad_idx].tolist(),
         [REASONS[r - 1] for r in reason[bad_idx]],
     )
     return valid, quarantined

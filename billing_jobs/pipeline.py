@@ -95,64 +95,136 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
         raise RunError(f"no partition for {day} under {source / 'messages'}: refusing to publish "
                        f"an empty day (create the folder if the day really had no messages)")
     clock = _Clock()
+    files, partitions = window_files(source, day)
+    batch = landing.read_files(files, lines=reference.line_owners)
+    clock.lap("extract")
+    tables, counts = compute(settings, reference, day, batch, clock)
+    folder = Path(settings.staging) / day.isoformat() / run_id
+    stage_run(folder, tables, counts, {
+        "run_id": run_id, "billing_date": day.isoformat(), "started_at": started.isoformat(),
+        "source": str(source), "reference": str(settings.reference),
+        "reference_hash": reference.content_hash, "partitions": partitions,
+    })
+    clock.lap("stage")
+    _add_seconds(folder, clock.laps)
+    return folder
+
+
+def plan_sharded(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
+    """The run folder of a sharded run, with what every shard and the combine step share."""
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = run_id or f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
+    source = Path(settings.source)
+    if not (source / "messages" / f"date={day}").is_dir():
+        raise RunError(f"no partition for {day} under {source / 'messages'}: refusing to publish "
+                       f"an empty day (create the folder if the day really had no messages)")
+    _, partitions = window_files(source, day)
+    folder = Path(settings.staging) / day.isoformat() / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plan.json").write_text(json.dumps({
+        "run_id": run_id, "billing_date": day.isoformat(), "started_at": started.isoformat(),
+        "source": str(source), "reference": str(settings.reference), "partitions": partitions}))
+    return folder
+
+
+def write_sharded(settings: Settings, day: dt.date, shards: int, run_id: str | None = None) -> Path:
+    """write() in `shards` pieces (one after the other here; Airflow maps them over workers)."""
+    from billing_jobs import shards as sharding
+
+    folder = plan_sharded(settings, day, run_id)
+    for k in range(shards):
+        sharding.write_shard(settings, day, folder, k, shards)
+    return combine_shards(settings, folder, shards)
+
+
+def combine_shards(settings: Settings, folder: Path, shards: int) -> Path:
+    from billing_jobs import shards as sharding
+
+    plan = json.loads((folder / "plan.json").read_text())
+    return sharding.combine(settings, dt.date.fromisoformat(plan["billing_date"]), folder,
+                            shards, plan)
+
+
+def window_files(source: Path, day: dt.date) -> tuple[list[Path], dict[str, str | None]]:
+    """The files of partitions D-2..D and each partition's fingerprint."""
     files, partitions = [], {}
     for part in partitions_read(day):
         found = landing.partition_files(source, part)
         files += found
         partitions[part.isoformat()] = fingerprint(found) if found else None
-    batch = landing.read_files(files, lines=reference.line_owners)
-    clock.lap("extract")
-    result = reconcile(batch)
-    del batch
-    clock.lap("reconcile")
+    return files, partitions
 
+
+def compute(settings: Settings, reference, day: dt.date, batch: landing.Batch,
+            clock: _Clock | None = None) -> tuple[dict[str, pa.Table], dict]:
+    """Reconcile, price and pseudonymise what `batch` holds: the day's tables as staged (before
+    the run id is added) and the run's counts."""
+    clock = clock or _Clock()
+    result = reconcile(batch)
+    clock.lap("reconcile")
     starts = result.starts
-    on_day = pc.equal(pc.cast(pc.cast(starts.column("started_at"), pa.timestamp("ns")),
-                              pa.date32()), pa.scalar(day, pa.date32()))
-    priced = price_starts(starts.filter(on_day), reference)
+    priced = price_starts(starts.filter(_on(starts.column("started_at"), day)), reference)
     priced = priced.append_column("contact_key", contact_keys(priced.column("contact_id"),
                                                               settings.contact_key_secret))
-    lines = invoice_lines(priced)
     clock.lap("price")
-    anomalies = result.anomalies
-    anomalies = anomalies.filter(pc.equal(pc.cast(pc.cast(
-        anomalies.column("sent_at"), pa.timestamp("ns")), pa.date32()), pa.scalar(day, pa.date32())))
-
-    folder = Path(settings.staging) / day.isoformat() / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    tag = {"run_id": run_id, "billing_date": day}
-    _stage(folder, "conversation_starts", _with(priced.select(
-        ["message_id", "billing_date", "customer_id", "line_id", "contact_key", "country",
-         "conversation_type", "started_at", "unit_price", "currency", "rate_row"]), run_id=run_id))
-    _stage(folder, "invoice_lines", _with(lines, run_id=run_id))
-    _stage(folder, "session_anomalies", _with(pa.table({
-        "message_id": anomalies.column("message_id"),
-        "customer_id": anomalies.column("customer_id"),
-        "line_id": anomalies.column("line_id"),
-        "contact_key": contact_keys(anomalies.column("contact_id"), settings.contact_key_secret),
-        "sent_at": anomalies.column("sent_at"),
-        "kind": anomalies.column("kind"),
-    }), **tag))
+    anomalies = result.anomalies.filter(_on(result.anomalies.column("sent_at"), day))
     quarantined = result.quarantined.select(
         ["message_id", "reason", "record", "source_file", "source_row"])
     quarantined = quarantined.set_column(2, "record", pseudonymised_records(
         quarantined.column("record"), settings.contact_key_secret))
-    _stage(folder, "quarantined_messages", _with(quarantined, **tag))
-    _stage(folder, "accepted_messages", _accepted_profile(result))
-    clock.lap("stage")
+    tables = {
+        "conversation_starts": priced.select(STARTS_COLUMNS),
+        "session_anomalies": pa.table({
+            "message_id": anomalies.column("message_id"),
+            "customer_id": anomalies.column("customer_id"),
+            "line_id": anomalies.column("line_id"),
+            "contact_key": contact_keys(anomalies.column("contact_id"),
+                                        settings.contact_key_secret),
+            "sent_at": anomalies.column("sent_at"),
+            "kind": anomalies.column("kind"),
+        }),
+        "quarantined_messages": quarantined,
+        "accepted_messages": _accepted_profile(result),
+    }
     counts = {**result.counts(), "starts_on_day": priced.num_rows,
               "anomalies_on_day": anomalies.num_rows}
+    return tables, counts
+
+
+STARTS_COLUMNS = ["message_id", "billing_date", "customer_id", "line_id", "contact_key", "country",
+                  "conversation_type", "started_at", "unit_price", "currency", "rate_row"]
+
+
+def _on(instants: pa.ChunkedArray, day: dt.date) -> pa.ChunkedArray:
+    return pc.equal(pc.cast(pc.cast(instants, pa.timestamp("ns")), pa.date32()),
+                    pa.scalar(day, pa.date32()))
+
+
+def stage_run(folder: Path, tables: dict[str, pa.Table], counts: dict, meta: dict) -> None:
+    """Write a run's tables (invoice lines built here from the starts) and its run.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id, day = meta["run_id"], dt.date.fromisoformat(meta["billing_date"])
+    tag = {"run_id": run_id, "billing_date": day}
+    _stage(folder, "conversation_starts", _with(tables["conversation_starts"], run_id=run_id))
+    _stage(folder, "invoice_lines", _with(invoice_lines(tables["conversation_starts"]),
+                                          run_id=run_id))
+    _stage(folder, "session_anomalies", _with(tables["session_anomalies"], **tag))
+    _stage(folder, "quarantined_messages", _with(tables["quarantined_messages"], **tag))
+    _stage(folder, "accepted_messages", tables["accepted_messages"])
+    partitions = meta["partitions"]
     meta = {
-        "run_id": run_id, "billing_date": day.isoformat(), "started_at": started.isoformat(),
-        "source": str(source), "reference": str(settings.reference),
-        "reference_hash": reference.content_hash, "partitions": partitions,
+        **meta,
         "input_fingerprint": hashlib.sha256(json.dumps(partitions, sort_keys=True).encode())
         .hexdigest(),
         "counts": counts, "rules_version": RULES_VERSION, "code_version": code_version(),
-        "seconds": clock.laps,
     }
     (folder / "run.json").write_text(json.dumps(meta, indent=1))
-    return folder
+
+
+def _add_seconds(folder: Path, laps: dict) -> None:
+    meta = json.loads((folder / "run.json").read_text())
+    meta["seconds"] = {**meta.get("seconds", {}), **laps}
+    (folder / "run.json").write_text(json.dumps(meta, indent=1))
 
 
 class _Clock:
@@ -341,24 +413,29 @@ def record_failure(settings: Settings, day: dt.date, run_id: str, started: dt.da
         pass  # the warehouse itself is the problem; the caller reports the original error
 
 
-def run_day(settings: Settings, day: dt.date, dry_run: bool = False) -> dict:
-    """write, audit, publish (or only write and audit with `dry_run`)."""
+def run_day(settings: Settings, day: dt.date, dry_run: bool = False, shards: int = 1) -> dict:
+    """write (in `shards` pieces if more than one), audit, publish (or only write and audit with
+    `dry_run`)."""
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
     folder = None
     clock = _Clock()
     try:
-        folder = write(settings, day, run_id)
+        if shards > 1:
+            folder = write_sharded(settings, day, shards, run_id)
+        else:
+            folder = write(settings, day, run_id)
         clock.lap("write")
         audit(folder)
         clock.lap("audit")
         meta = json.loads((folder / "run.json").read_text())
+        seconds = meta.get("seconds") or {"write": clock.laps["write"]}
         if dry_run:
             return {**meta["counts"], "run_id": run_id, "published": False,
-                    "seconds": {**meta["seconds"], "audit": clock.laps["audit"]}}
+                    "seconds": {**seconds, "audit": clock.laps["audit"]}}
         done = publish(settings, folder)
         clock.lap("publish")
-        seconds = {**meta["seconds"], "audit": clock.laps["audit"], "publish": clock.laps["publish"]}
+        seconds = {**seconds, "audit": clock.laps["audit"], "publish": clock.laps["publish"]}
         return {**done, "published": True, "seconds": seconds}
     except Exception as exc:
         record_failure(settings, day, run_id, started, f"{type(exc).__name__}: {exc}", folder)

@@ -1,0 +1,149 @@
+"""Sharded days: a day split by a stable hash of `line_id` into N shards, each read (only its
+rows), reconciled and priced on its own, then combined into one staged run that is audited and
+published like any other. Streams never cross shards (a stream is one line and one contact), so
+the rules give the same result for every N.
+
+One thing does cross lines: copies of one `message_id` on two lines are a conflicting duplicate
+(billing-rules.md), which no single shard can see when the lines fall in different shards. Each
+shard therefore keeps the 64-bit hashes of its valid message ids, and combining refuses a day
+where two shards share one (a sharded run then fails and says so; the day can be run unsharded,
+which quarantines those copies as the rules say). Equal hashes are checked no further: the
+refusal may be a (very unlikely) false alarm, never a wrong bill.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from billing_jobs import landing
+from billing_jobs.config import Settings
+
+SHARD_TABLES = ("conversation_starts", "session_anomalies", "quarantined_messages",
+                "accepted_messages")
+
+
+def shard_of(line_id: str | None, shards: int) -> int:
+    """Stable across processes, machines and Python versions (unlike hash()); a missing line
+    goes to shard 0, where it is quarantined."""
+    return 0 if line_id is None else zlib.crc32(line_id.encode()) % shards
+
+
+def read_shard_rows(path: Path, shard: int, shards: int) -> tuple[pa.Table, np.ndarray]:
+    """The rows of one file whose line is in `shard`, and their 1-based row numbers in the file.
+    Parquet files are filtered as they are read, so a shard holds only its own rows in memory."""
+    parquet = path.suffix == ".parquet"
+    if parquet and "line_id" in pq.read_schema(path).names:
+        lines = pq.read_table(path, columns=["line_id"]).column("line_id")  # one column: cheap
+    elif parquet:  # no line_id at all: every row is quarantined, in shard 0
+        everything = landing.read_raw(path)
+        numbers = np.arange(1, everything.num_rows + 1)
+        return (everything, numbers) if shard == 0 else (everything.slice(0, 0), numbers[:0])
+    else:
+        raw = landing.read_raw(path)
+        lines = raw.column("line_id") if "line_id" in raw.column_names else pa.chunked_array(
+            [pa.nulls(raw.num_rows, pa.string())])
+    values = pc.unique(lines.cast(pa.string())).to_pylist()
+    mine = [v for v in values if v is not None and shard_of(v, shards) == shard]
+    selected = pc.is_in(lines.cast(pa.string()), value_set=pa.array(mine, pa.string()))
+    if shard == 0:  # rows without a line: shard 0, where they are quarantined
+        selected = pc.or_(selected, pc.is_null(lines))
+    numbers = np.flatnonzero(selected.to_numpy(zero_copy_only=False)) + 1
+    if parquet:
+        wanted = pc.field("line_id").isin(pa.array(mine, pa.string()))
+        if shard == 0:
+            wanted = wanted | pc.field("line_id").is_null()
+        raw = landing.read_raw(path, rows_filter=wanted)
+    else:
+        raw = raw.filter(selected)
+    if raw.num_rows != len(numbers):  # the filter and the row numbers must agree
+        raise landing.LandingError(f"{path}: shard {shard}/{shards} read {raw.num_rows} rows, "
+                                   f"expected {len(numbers)}")
+    return raw, numbers
+
+
+def id_hashes(valid: pa.Table) -> np.ndarray:
+    """Sorted unique 64-bit hashes of the valid rows' message ids."""
+    import duckdb
+
+    if valid.num_rows == 0:
+        return np.zeros(0, dtype=np.uint64)
+    with duckdb.connect() as con:
+        con.register("ids", pa.table({"id": valid.column("message_id")}))
+        hashes = con.sql("select hash(id) as h from ids").to_arrow_table().column("h").to_numpy()
+    return np.unique(hashes)
+
+
+def write_shard(settings: Settings, day: dt.date, folder: Path, shard: int, shards: int) -> Path:
+    """Compute one shard of the day into `<folder>/shards/<k>/`."""
+    from billing_jobs import pipeline
+    from billing_jobs.reference_data import load_reference
+
+    reference = load_reference(settings.reference)
+    files, _ = pipeline.window_files(Path(settings.source), day)
+    batch = landing.read_files(files, lines=reference.line_owners, shard=(shard, shards))
+    hashes = id_hashes(batch.valid)
+    tables, counts = pipeline.compute(settings, reference, day, batch)
+    out = folder / "shards" / str(shard)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SHARD_TABLES:
+        pq.write_table(tables[name], out / f"{name}.parquet")
+    np.save(out / "ids.npy", hashes)
+    (out / "shard.json").write_text(json.dumps({"shard": shard, "shards": shards,
+                                                "reference_hash": reference.content_hash,
+                                                "counts": counts}))
+    return out
+
+
+def combine(settings: Settings, day: dt.date, folder: Path, shards: int, meta: dict) -> Path:
+    """Merge the shards into one staged run in `folder` (the same files as an unsharded run)."""
+    from billing_jobs import pipeline
+    from billing_jobs.pipeline import RunError
+
+    parts = [folder / "shards" / str(k) for k in range(shards)]
+    missing = [str(p) for p in parts if not (p / "shard.json").exists()]
+    if missing:
+        raise RunError(f"shards not written: {', '.join(missing)}")
+    infos = [json.loads((p / "shard.json").read_text()) for p in parts]
+    if len({i["reference_hash"] for i in infos}) != 1:
+        raise RunError("the shards were computed with different reference data; write them again")
+    hashes = np.concatenate([np.load(p / "ids.npy") for p in parts])
+    if len(np.unique(hashes)) != len(hashes):
+        raise RunError(f"{len(hashes) - len(np.unique(hashes))} message id(s) have copies on "
+                       f"lines in different shards (conflicting duplicates no shard can see): "
+                       f"run {day} unsharded")
+    tables = {name: pa.concat_tables([pq.read_table(p / f"{name}.parquet") for p in parts])
+              for name in SHARD_TABLES}
+    tables["accepted_messages"] = _merged_profile(parts)
+    counts: dict[str, int] = {}
+    for info in infos:
+        for key, value in info["counts"].items():
+            counts[key] = counts.get(key, 0) + value
+    pipeline.stage_run(folder, tables, counts, {**meta, "reference_hash":
+                                                infos[0]["reference_hash"], "shards": shards})
+    return folder
+
+
+def _merged_profile(parts: list[Path]) -> pa.Table:
+    """The accepted-messages profile of the whole day from the shards' profiles: counts add up,
+    and so do distinct ids, since no id is in two shards (checked before)."""
+    profiles = [pq.read_table(p / "accepted_messages.parquet") for p in parts]
+    merged = pa.concat_tables([t.select(["direction", "message_type", "status", "messages"])
+                               for t in profiles])
+    merged = merged.group_by(["direction", "message_type", "status"]).aggregate(
+        [("messages", "sum")]).rename_columns(["direction", "message_type", "status", "messages"])
+    seen = merged.filter(pc.greater(merged.column("messages"), 0))
+    merged = (seen if seen.num_rows else merged.slice(0, 1)).sort_by(
+        [("direction", "ascending"), ("message_type", "ascending"), ("status", "ascending")])
+    totals = {name: sum(t.column(name)[0].as_py() for t in profiles)
+              for name in ("rows", "distinct_message_ids", "missing_required_values")}
+    for name, value in totals.items():
+        merged = merged.append_column(name, pa.array([value] * merged.num_rows, pa.int64()))
+    return merged

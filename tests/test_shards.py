@@ -1,0 +1,89 @@
+"""Sharded days: the same published day for any number of shards, and a clear refusal where
+shards cannot see a conflict."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import shutil
+
+import duckdb
+import pytest
+
+from billing_jobs import pipeline
+from billing_jobs.config import Settings
+from billing_jobs.generate import generate
+from billing_jobs.shards import shard_of
+
+START = dt.date(2026, 3, 1)
+TABLES = ("conversation_starts", "invoice_lines", "session_anomalies", "quarantined_messages")
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory):
+    root = tmp_path_factory.mktemp("landing")
+    generate(root, START, days=3, messages_per_day=6000, seed=8, fmt="mixed")
+    # rows a shard must still account for: a missing line and an unknown one
+    day = root / "messages" / f"date={START + dt.timedelta(days=2)}"
+    base = {"customer_id": "C001", "contact_id": "+4915100000001", "direction": "inbound",
+            "message_type": "session", "sent_at": f"{START + dt.timedelta(days=2)}T08:00:00Z"}
+    (day / "odd.jsonl").write_text(
+        json.dumps({**base, "message_id": "no-line"}) + "\n"
+        + json.dumps({**base, "message_id": "unknown-line", "line_id": "L9999"}) + "\n")
+    return root
+
+
+def published(url: str, day: dt.date) -> dict[str, list]:
+    con = duckdb.connect(url.removeprefix("duckdb:///"), read_only=True)
+    out = {t: con.execute(f"select * exclude (run_id) from billing.{t} where billing_date = ?"
+                          " order by all", [day]).fetchall() for t in TABLES}
+    out["billing_runs"] = con.execute(
+        "select messages_read, accepted, duplicates, quarantined, failed_sends, starts, anomalies,"
+        " amount from billing.billing_runs").fetchall()
+    con.close()
+    return out
+
+
+def test_shard_assignment_is_stable():
+    assert [shard_of(line, 16) for line in ("L0011", "L0012", "L0421")] == [
+        shard_of(line, 16) for line in ("L0011", "L0012", "L0421")]
+    assert shard_of(None, 16) == 0
+    assert len({shard_of(f"L{i:04d}", 16) for i in range(200)}) == 16
+
+
+@pytest.mark.parametrize("shards", [4, 16])
+def test_any_number_of_shards_publishes_the_same_day(landing, tmp_path, shards):
+    day = START + dt.timedelta(days=2)
+    results = {}
+    for n in (1, shards):
+        settings = Settings.resolve(source=str(landing), staging=str(tmp_path / f"s{n}"),
+                                    warehouse_url=f"duckdb:///{tmp_path}/w{n}.duckdb")
+        pipeline.run_day(settings, day, shards=n)
+        results[n] = published(settings.warehouse_url, day)
+    assert results[1]["invoice_lines"] and results[1]["quarantined_messages"]
+    assert results[shards] == results[1]
+
+
+def test_a_conflict_across_shards_is_refused_not_billed(landing, tmp_path):
+    source = tmp_path / "landing"
+    shutil.copytree(landing, source)
+    day = START + dt.timedelta(days=2)
+    owner = {row.split(",")[0]: row.split(",")[1]
+             for row in (source / "reference" / "lines.csv").read_text().split()[1:]}
+    a = next(line for line in owner if shard_of(line, 4) == 0)  # two lines in different shards
+    b = next(line for line in owner if shard_of(line, 4) != 0)
+    copies = [{"message_id": "twice", "customer_id": owner[line], "line_id": line,
+               "contact_id": "+4915100000002", "direction": "inbound", "message_type": "session",
+               "sent_at": f"{day}T09:00:00Z"} for line in (a, b)]
+    (source / "messages" / f"date={day}" / "twice.jsonl").write_text(
+        "".join(json.dumps(c) + "\n" for c in copies))
+    settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
+                                warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
+    with pytest.raises(pipeline.RunError, match="copies on lines in different shards.*unsharded"):
+        pipeline.run_day(settings, day, shards=4)
+    # unsharded, the rules apply: both copies quarantined as conflicting, nothing billed for them
+    pipeline.run_day(dataclasses.replace(settings), day, shards=1)
+    con = duckdb.connect(f"{tmp_path}/w.duckdb", read_only=True)
+    assert con.execute("select reason from billing.quarantined_messages where message_id = 'twice'"
+                       ).fetchall() == [("conflicting_duplicate",)] * 2
