@@ -67,10 +67,35 @@ def partition_complete(day: str) -> bool:
     return (Path(settings().source) / "messages" / f"date={day}" / "_SUCCESS").exists()
 
 
-def write(day: str) -> str:
+def plan(day: str, shards: int) -> str:
+    """The run folder; its plan.json says how many shards to map the write over."""
     from billing_jobs import pipeline
 
-    return str(pipeline.write(settings(), dt.date.fromisoformat(day)))
+    return str(pipeline.plan_sharded(settings(), dt.date.fromisoformat(day), shards))
+
+
+def _plan(folder: str) -> dict:
+    import json
+
+    return json.loads((Path(folder) / "plan.json").read_text())
+
+
+def shard_numbers(folder: str) -> list[int]:
+    return list(range(_plan(folder)["shards"]))
+
+
+def write_shard(folder: str, shard: int) -> str:
+    from billing_jobs.shards import write_shard as compute_shard
+
+    plan = _plan(folder)
+    return str(compute_shard(settings(), dt.date.fromisoformat(plan["billing_date"]),
+                             Path(folder), shard, plan["shards"]))
+
+
+def combine(folder: str) -> str:
+    from billing_jobs import pipeline
+
+    return str(pipeline.combine_shards(settings(), Path(folder)))
 
 
 def audit(folder: str) -> None:

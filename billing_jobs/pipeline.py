@@ -110,8 +110,10 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
     return folder
 
 
-def plan_sharded(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
-    """The run folder of a sharded run, with what every shard and the combine step share."""
+def plan_sharded(settings: Settings, day: dt.date, shards: int = 1,
+                 run_id: str | None = None) -> Path:
+    """The run folder of a sharded run, with what every shard and the combine step share
+    (`plan.json`: the run, the partitions' fingerprints, the number of shards)."""
     started = dt.datetime.now(dt.timezone.utc)
     run_id = run_id or f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
     source = Path(settings.source)
@@ -123,7 +125,8 @@ def plan_sharded(settings: Settings, day: dt.date, run_id: str | None = None) ->
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "plan.json").write_text(json.dumps({
         "run_id": run_id, "billing_date": day.isoformat(), "started_at": started.isoformat(),
-        "source": str(source), "reference": str(settings.reference), "partitions": partitions}))
+        "source": str(source), "reference": str(settings.reference), "partitions": partitions,
+        "shards": shards}))
     return folder
 
 
@@ -131,18 +134,18 @@ def write_sharded(settings: Settings, day: dt.date, shards: int, run_id: str | N
     """write() in `shards` pieces (one after the other here; Airflow maps them over workers)."""
     from billing_jobs import shards as sharding
 
-    folder = plan_sharded(settings, day, run_id)
+    folder = plan_sharded(settings, day, shards, run_id)
     for k in range(shards):
         sharding.write_shard(settings, day, folder, k, shards)
-    return combine_shards(settings, folder, shards)
+    return combine_shards(settings, folder)
 
 
-def combine_shards(settings: Settings, folder: Path, shards: int) -> Path:
+def combine_shards(settings: Settings, folder: Path) -> Path:
     from billing_jobs import shards as sharding
 
     plan = json.loads((folder / "plan.json").read_text())
     return sharding.combine(settings, dt.date.fromisoformat(plan["billing_date"]), folder,
-                            shards, plan)
+                            plan.pop("shards"), plan)
 
 
 def window_files(source: Path, day: dt.date) -> tuple[list[Path], dict[str, str | None]]:

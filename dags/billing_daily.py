@@ -3,7 +3,8 @@
 
 Bills one UTC day of WhatsApp conversation starts per run: waits for the day's `_SUCCESS` marker
 in the landing zone, then **writes** (reconcile and price D from partitions D-2..D into a staged
-run), **audits** (Great Expectations; a failure stops here and names the expectation) and
+run, in `shards` pieces by line: mapped tasks that executors spread over workers, then
+combined), **audits** (Great Expectations; a failure stops here and names the expectation) and
 **publishes** (replaces D's rows in the warehouse in one transaction). A nightly run then
 **restates** published days of the last `restate_days` whose inputs changed (late files).
 
@@ -55,6 +56,8 @@ INVOICE_LINES = Asset(name="billing_invoice_lines", uri="billing://warehouse/inv
                          description="Write and audit, but publish nothing."),
         "restate_days": Param(35, type="integer", minimum=0, maximum=366,
                               description="Scheduled runs re-bill changed days this far back."),
+        "shards": Param(1, type="integer", minimum=1, maximum=256,
+                        description="Compute the day in this many pieces (by line)."),
     },
 )
 def billing_daily():
@@ -72,10 +75,28 @@ def billing_daily():
         return PokeReturnValue(is_done=partition_complete(day), xcom_value=day)
 
     @task
-    def write(day: str) -> str:
-        from billing_jobs.orchestration import write
+    def plan(day: str) -> str:
+        from billing_jobs.orchestration import plan
 
-        return write(day)
+        return plan(day, get_current_context()["params"]["shards"])
+
+    @task
+    def shard_numbers(folder: str) -> list[int]:
+        from billing_jobs.orchestration import shard_numbers
+
+        return shard_numbers(folder)
+
+    @task
+    def write_shard(folder: str, shard: int) -> str:
+        from billing_jobs.orchestration import write_shard
+
+        return write_shard(folder, shard)
+
+    @task
+    def combine(folder: str) -> str:
+        from billing_jobs.orchestration import combine
+
+        return combine(folder)
 
     @task(retries=0)  # an audit failure is a finding, not a glitch: no retry
     def audit(folder: str) -> str:
@@ -106,7 +127,11 @@ def billing_daily():
         return restate(day, context["params"]["restate_days"])
 
     day = wait_for_partition(billing_date())
-    published = publish(audit(write(day)))
+    folder = plan(day)
+    written = write_shard.partial(folder=folder).expand(shard=shard_numbers(folder))
+    combined = combine(folder)
+    written >> combined
+    published = publish(audit(combined))
     published >> restate_late_data(day)
 
 

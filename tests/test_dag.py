@@ -67,12 +67,15 @@ def test_billing_daily_structure(dagbag):
     assert dag.max_active_runs == 3 and not dag.catchup
     assert dag.timetable.__class__.__name__ == "CronDataIntervalTimetable"
     order = {t.task_id: {d for d in t.downstream_task_ids} for t in dag.tasks}
-    assert order["write"] == {"audit"} and order["audit"] == {"publish"}
+    assert order["plan"] >= {"shard_numbers", "write_shard", "combine"}
+    assert order["write_shard"] == {"combine"}
+    assert order["combine"] == {"audit"} and order["audit"] == {"publish"}
+    assert "MappedOperator" in type(dag.get_task("write_shard")).__name__  # spread by executors
     assert "restate_late_data" in order["publish"]
     assert dag.get_task("publish").max_active_tis_per_dag == 1  # one DuckDB writer at a time
     assert dag.get_task("publish").outlets[0].name == "billing_invoice_lines"
     assert dag.get_task("audit").retries == 0
-    assert set(dag.params) >= {"billing_date", "dry_run", "restate_days"}
+    assert set(dag.params) >= {"billing_date", "dry_run", "restate_days", "shards"}
 
 
 def test_a_run_bills_the_utc_date_of_its_logical_date():
@@ -110,11 +113,13 @@ def landing(tmp_path_factory):
     return root
 
 
-def test_airflow_dags_test_publishes_exactly_that_day(tmp_path, landing):
+@pytest.mark.parametrize("shards", [1, 4])
+def test_airflow_dags_test_publishes_exactly_that_day(tmp_path, landing, shards):
     warehouse = tmp_path / "wh.duckdb"
     env = airflow_env(tmp_path, landing, warehouse)
     subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True)
-    proc = subprocess.run([str(AIRFLOW), "dags", "test", "billing_daily", "2026-03-02"], env=env,
+    proc = subprocess.run([str(AIRFLOW), "dags", "test", "billing_daily", "2026-03-02",
+                           "--conf", f'{{"shards": {shards}}}'], env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     con = duckdb.connect(str(warehouse), read_only=True)
@@ -122,6 +127,10 @@ def test_airflow_dags_test_publishes_exactly_that_day(tmp_path, landing):
         (dt.date(2026, 3, 2), "published")]
     assert con.sql("select distinct billing_date from billing.invoice_lines").fetchall() == [
         (dt.date(2026, 3, 2),)]
+    mapped = [line for line in proc.stdout.splitlines()
+              if "task_id='write_shard'" in line and "Task instance state updated" not in line]
+    assert len({line.split("map_index=")[1].split(",")[0] for line in mapped
+                if "map_index=" in line}) == shards
 
 
 def test_a_failing_audit_fails_the_run_and_says_which_expectation(tmp_path, landing):
