@@ -59,9 +59,10 @@ def measure(impl: str, messages_dir: Path) -> dict:
 
 
 def compare(kind: str, size: int, messages_dir: Path, repeat: int) -> list[dict]:
-    """Engine and peer on the same input, `repeat` times each; fails if they disagree."""
+    """Engine and peer on the same input, `repeat` times each; fails if they disagree.
+    kind "sharded" runs the job through the sharded path only (no peer)."""
     rows = []
-    for impl in ("engine", "duckdb"):
+    for impl in (("sharded",) if kind == "sharded" else ("engine", "duckdb")):
         name = impl if kind == "reconcile" else f"job-{impl}"
         runs = [measure(name, messages_dir) for _ in range(repeat)]
         digests = {(r["starts"], r["digest"]) for r in runs}
@@ -76,6 +77,8 @@ def compare(kind: str, size: int, messages_dir: Path, repeat: int) -> list[dict]
         print(f"{kind:<9} {size:>12,}  {impl:<7} {rows[-1]['seconds']:>7.2f} s  "
               f"{rows[-1]['messages_per_s']:>10,} msg/s  {rows[-1]['peak_rss_mib']:>6,} MiB",
               flush=True)
+    if kind == "sharded":
+        return rows
     if rows[0]["digest"] is None or rows[0]["digest"] != rows[1]["digest"]:
         raise SystemExit(f"bench: {kind} at {size:,}: the engine and the SQL peer disagree "
                          f"({rows[0]['digest']} vs {rows[1]['digest']})")
@@ -83,9 +86,12 @@ def compare(kind: str, size: int, messages_dir: Path, repeat: int) -> list[dict]
 
 
 def table(rows: list[dict]) -> str:
+    compared = [r for r in rows if r["kind"] != "sharded"]
     out = ["| what | messages | implementation | wall time | messages/s | peak RSS | vs peer |",
-           "|---|---:|---|---:|---:|---:|---:|"]
+           "|---|---:|---|---:|---:|---:|---:|"] if compared else []
     for r in rows:
+        if r["kind"] == "sharded":
+            continue
         peer = next(p for p in rows if p["kind"] == r["kind"] and p["messages"] == r["messages"]
                     and p["impl"] == "duckdb")
         name = "vectorised engine" if r["impl"] == "engine" else "DuckDB SQL peer"
@@ -104,6 +110,14 @@ def table(rows: list[dict]) -> str:
                 total = sum(r["stages"].values())
                 cells.append(f"{r['stages'][stage]:.1f} s ({r['stages'][stage] / total:.0%})")
             out.append(f"| {stage} | " + " | ".join(cells) + " |")
+    sharded = [r for r in rows if r["kind"] == "sharded"]
+    if sharded:
+        out += ["", "| sharded job | shards | wall time | messages/s | peak RSS (one process) |"
+                " cost per 1M messages |", "|---:|---:|---:|---:|---:|---:|"]
+        for r in sharded:
+            out.append(f"| {r['messages']:,} | {r['stages'].get('shards', 1)} | "
+                       f"{r['seconds']:.1f} s | {r['messages_per_s']:,} | {r['peak_rss_mib']:,} MiB"
+                       f" | {r['seconds'] / (r['messages'] / 1e6):.2f} s |")
     return "\n".join(out)
 
 
@@ -112,14 +126,14 @@ def main() -> None:
     parser.add_argument("sizes", nargs="+", type=int)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--what", choices=["reconcile", "job", "all"], default="all")
+    parser.add_argument("--what", choices=["reconcile", "job", "sharded", "all"], default="all")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
-    for kind in (("reconcile", "job") if args.what == "all" else (args.what,)):
+    for kind in (("reconcile", "job", "sharded") if args.what == "all" else (args.what,)):
         for size in args.sizes:
             rows += compare(kind, size, dataset(size, args.seed), args.repeat)
-    (RESULTS / "bench.json").write_text(json.dumps(rows, indent=2))
+    (RESULTS / f"bench-{args.what}.json").write_text(json.dumps(rows, indent=2))
     print()
     print(table(rows))
 
