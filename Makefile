@@ -21,7 +21,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[airflow,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[airflow,celery,dev]'
 	$(PY) -m pip check
 	touch $@
 
@@ -64,7 +64,7 @@ bench: install
 # Regenerate the lock after changing pyproject.toml: a fresh venv, the newest allowed versions.
 constraints:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet -e '.[airflow,dev]'
+	.venv-lock/bin/pip install --quiet -e '.[airflow,celery,dev]'
 	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 	rm -rf .venv-lock
 

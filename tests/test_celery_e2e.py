@@ -1,0 +1,154 @@
+"""The production shape, for real: CeleryExecutor with a Redis broker and PostgreSQL metadata, two
+workers, a sharded day published into a PostgreSQL warehouse, equal to an unsharded run."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from billing_jobs import pipeline
+from billing_jobs.config import Settings
+from billing_jobs.generate import generate
+from test_airflow_e2e import call, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DAY = dt.date(2026, 3, 2)
+SHARDS = 4
+
+
+def redis_up() -> bool:
+    import redis
+
+    try:
+        return redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).ping()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture
+def celery_airflow(pg_url, tmp_path):
+    if not redis_up():
+        if os.environ.get("CI"):
+            pytest.fail("Redis is required in CI and unreachable at 127.0.0.1:6379")
+        pytest.skip("Redis not reachable at 127.0.0.1:6379")
+    landing = tmp_path / "landing"
+    generate(landing, dt.date(2026, 3, 1), days=2, messages_per_day=4000, seed=17)
+    port, redis_db = free_port(), random.randint(1, 15)
+    settings = Settings.resolve(source=str(landing), staging=str(tmp_path / "staging"),
+                                warehouse_url=pg_url)  # billing schema beside Airflow's tables
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_url,
+        # psycopg 3 serves Airflow's async engine too (no asyncpg needed)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": pg_url.replace("+psycopg:", "+psycopg_async:"),
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"redis://127.0.0.1:6379/{redis_db}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "BILLING_SOURCE": settings.source,
+        "BILLING_STAGING": settings.staging,
+        "BILLING_WAREHOUSE_URL": settings.warehouse_url,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+    })
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True,
+                   capture_output=True)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    commands = {
+        "api-server": ["api-server"], "scheduler": ["scheduler"],
+        "dag-processor": ["dag-processor"],
+        "worker-1": ["celery", "worker", "--celery-hostname", "w1@%h",
+                     "--skip-serve-logs"],
+        "worker-2": ["celery", "worker", "--celery-hostname", "w2@%h",
+                     "--skip-serve-logs"],
+    }
+    procs = {name: subprocess.Popen([str(BIN / "airflow"), *cmd], env=env,
+                                    start_new_session=True, stdout=open(logs / f"{name}.log", "w"),
+                                    stderr=subprocess.STDOUT)
+             for name, cmd in commands.items()}
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if any(d["dag_id"] == "billing_daily"
+                       for d in call(base, "GET", "/api/v2/dags")["dags"]):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"Airflow did not come up; logs in {logs}"
+            time.sleep(2)
+        yield base, settings, logs
+    finally:
+        for proc in procs.values():
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+
+
+def test_a_sharded_day_on_celery_with_two_workers(celery_airflow, tmp_path):
+    base, settings, logs = celery_airflow
+    call(base, "PATCH", "/api/v2/dags/billing_daily", {"is_paused": False})
+    run = call(base, "POST", "/api/v2/dags/billing_daily/dagRuns", {
+        "logical_date": f"{DAY}T00:00:00Z", "conf": {"shards": SHARDS}})
+    deadline = time.monotonic() + 300
+    while True:
+        state = call(base, "GET", f"/api/v2/dags/billing_daily/dagRuns/{run['dag_run_id']}")["state"]
+        if state in ("success", "failed"):
+            break
+        assert time.monotonic() < deadline, "the run did not finish in 300 s; logs in " + str(logs)
+        time.sleep(3)
+    call(base, "PATCH", "/api/v2/dags/billing_daily", {"is_paused": True})
+    assert state == "success", f"run failed; logs in {logs}"
+
+    tis = call(base, "GET", f"/api/v2/dags/billing_daily/dagRuns/{run['dag_run_id']}"
+                            "/taskInstances?limit=100")["task_instances"]
+    shards = [t for t in tis if t["task_id"] == "write_shard"]
+    assert sorted(t["map_index"] for t in shards) == list(range(SHARDS))
+    received = {name: (logs / f"{name}.log").read_text().count("write_shard")
+                for name in ("worker-1", "worker-2")}
+    assert all(received.values()), f"both workers take shards: {received}"
+
+    engine = sa.create_engine(settings.warehouse_url)
+    with engine.connect() as conn:
+        published = sorted(tuple(map(str, r)) for r in conn.execute(sa.text(
+            "select billing_date, customer_id, country, conversation_type, currency, unit_price,"
+            " quantity, amount from billing.invoice_lines")).all())
+        runs = conn.execute(sa.text("select billing_date, status from billing.billing_runs")).all()
+    engine.dispose()
+    assert [(str(d), s) for d, s in runs] == [(str(DAY), "published")]
+    scratch = dataclasses.replace(settings, warehouse_url=f"duckdb:///{tmp_path}/scratch.duckdb",
+                                  staging=str(tmp_path / "scratch"))
+    pipeline.run_day(scratch, DAY)
+    import duckdb
+
+    expected = sorted(tuple(map(str, r)) for r in duckdb.connect(
+        f"{tmp_path}/scratch.duckdb", read_only=True).execute(
+        "select billing_date, customer_id, country, conversation_type, currency, unit_price,"
+        " quantity, amount from billing.invoice_lines").fetchall())
+    assert published and published == expected
