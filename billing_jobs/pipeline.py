@@ -31,6 +31,7 @@ from billing_jobs.pricing import invoice_lines, price_starts
 from billing_jobs.reconcile import reconcile
 from billing_jobs.reference_data import load_reference
 
+AUDIT_CHUNK_ROWS = 1_000_000  # rows of starts GX validates at once (memory)
 LOOK_BACK_DAYS = 2  # billing-rules.md, Days: a run for D reads D-2, D-1 and D
 STAGED = ("conversation_starts", "invoice_lines", "session_anomalies", "quarantined_messages",
           "accepted_messages")
@@ -318,7 +319,8 @@ def audit(folder: Path) -> None:
     meta, tables = read_staged(folder)
     # only the columns the starts suite reads: a 100M-message day has ~10M starts
     staged = tables["conversation_starts"]
-    starts = pa.table({
+    day = dt.date.fromisoformat(meta["billing_date"])
+    starts_view = pa.table({
         "message_id": staged.column("message_id"),
         "contact_key": staged.column("contact_key"),
         "conversation_type": staged.column("conversation_type"),
@@ -326,8 +328,13 @@ def audit(folder: Path) -> None:
         "billing_date": staged.column("billing_date"),
         # checked for presence only; as text, so pandas holds no Decimal object per row
         "unit_price": pc.cast(staged.column("unit_price"), pa.string()),
-    }).to_pandas()
-    starts["run_billing_date"] = dt.date.fromisoformat(meta["billing_date"])
+        "run_billing_date": pa.array(np.full(staged.num_rows, day), pa.date32()),
+    })
+
+    def starts_chunks():  # GX on pandas in slices: a 100M-message day has ~10M starts
+        for offset in range(0, max(starts_view.num_rows, 1), AUDIT_CHUNK_ROWS):
+            yield starts_view.slice(offset, AUDIT_CHUNK_ROWS).to_pandas()
+
     lines = tables["invoice_lines"].to_pandas()
     lines["quantity_times_unit_price"] = [q * p for q, p in zip(lines["quantity"],
                                                                 lines["unit_price"])]
@@ -338,15 +345,16 @@ def audit(folder: Path) -> None:
         "messages_read": c["rows_read"],
         "accepted_plus_duplicates_plus_quarantined": c["accepted"] + c["duplicates"]
         + c["quarantined"],
-        "starts": len(starts),
-        "priced_starts": int(starts["unit_price"].notna().sum()),
+        "starts": staged.num_rows,
+        "distinct_start_ids": len(pc.unique(staged.column("message_id"))),
+        "priced_starts": staged.num_rows - staged.column("unit_price").null_count,
         "invoice_quantity": int(lines["quantity"].sum()),
         "invoice_amount": sum(lines["amount"], start=_zero()),
         "starts_amount": pc.sum(tables["conversation_starts"].column("unit_price")).as_py()
         or _zero(),
     }])
     run_suites({
-        "conversation_starts": starts,
+        "conversation_starts": starts_chunks(),
         "invoice_lines": lines,
         "accepted_messages": tables["accepted_messages"].to_pandas(),
         "run_totals": totals,

@@ -164,3 +164,14 @@ def test_the_warehouse_connection_becomes_a_sqlalchemy_url():
     duck = Connection(conn_id="billing_warehouse", conn_type="generic",
                       extra='{"url": "duckdb:////data/warehouse.duckdb"}')
     assert warehouse_url(duck) == "duckdb:////data/warehouse.duckdb"
+
+
+def test_the_monthly_close_closes_the_previous_month(tmp_path, monkeypatch):
+    from billing_jobs.invoicing import CloseRefused
+    from billing_jobs.orchestration import close_previous_month
+
+    monkeypatch.setenv("BILLING_WAREHOUSE_URL", f"duckdb:///{tmp_path}/wh.duckdb")
+    # run on 3 April: March is the month to close, and nothing of it was billed here
+    with pytest.raises(CloseRefused, match=r"cannot close 2026-03: 31 day\(s\) not published: "
+                                           r"2026-03-01 \(never run\)"):
+        close_previous_month(dt.datetime(2026, 4, 3, 6, tzinfo=dt.timezone.utc))

@@ -372,3 +372,18 @@ def test_restatement_rebills_exactly_the_days_a_late_file_changes(settings):
     assert len(after["conversation_starts"]) == len(before[START]["conversation_starts"]) + 1
     for day in days:
         assert published_lines(settings, day) == normalised(expected_lines(settings, day))
+
+
+def test_the_starts_are_audited_in_slices_and_ids_stay_unique_across_them(settings, monkeypatch):
+    monkeypatch.setattr(pipeline, "AUDIT_CHUNK_ROWS", 100)  # several slices even on a small day
+    folder = pipeline.write(settings, DAYS[0])
+    pipeline.audit(folder)
+    results = json.loads((folder / "audit.json").read_text())["results"]
+    assert {"conversation_starts", "conversation_starts-1", "conversation_starts-2"} <= set(results)
+    # one start twice, in different slices: no slice sees it, the day's totals do
+    path = folder / "conversation_starts.parquet"
+    starts = pq.read_table(path)
+    pq.write_table(pa.concat_tables([starts, starts.slice(0, 1)]), path)
+    with pytest.raises(AuditFailed, match=r"run_totals: expect_column_pair_values_to_be_equal"
+                                          r"\(starts, distinct_start_ids\)"):
+        pipeline.audit(folder)
