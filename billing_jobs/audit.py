@@ -58,14 +58,10 @@ def _context(project_root: Path | None):
 
 
 def _checkpoint(context, name: str):
-    """The checkpoint that validates one table; created once, then reused (runs of several days
-    may audit side by side, so nothing is rewritten once it exists)."""
+    """The checkpoint that validates one table, brought up to date with expectations/NAME.json
+    on every audit (callers hold the project's lock, so nobody else rewrites it meanwhile)."""
     import great_expectations as gx
 
-    try:
-        return context.checkpoints.get(name)
-    except Exception:  # noqa: BLE001 - GX raises several kinds of "not found"
-        pass
     source = context.data_sources.add_or_update_pandas("staged_run")
     try:
         asset = source.get_asset(name)
@@ -144,8 +140,13 @@ def _describe(table: str, r) -> str:
     target = cfg.kwargs.get("column") or ", ".join(
         str(cfg.kwargs[k]) for k in ("column_A", "column_B", "column_list") if k in cfg.kwargs)
     detail = r.result or {}
-    if r.exception_info and r.exception_info.get("raised_exception"):
-        what = r.exception_info.get("exception_message", "exception")
+    info = r.exception_info or {}
+    # GX reports exceptions either flat or per metric: {metric: {"raised_exception": ...}}
+    raised = [info] if "raised_exception" in info else [v for v in info.values()
+                                                         if isinstance(v, dict)]
+    raised = [e for e in raised if e.get("raised_exception")]
+    if raised:
+        what = "could not be evaluated: " + str(raised[0].get("exception_message", "?"))[:300]
     else:
         unexpected = detail.get("partial_unexpected_list") or detail.get("observed_value")
         what = f"{detail.get('unexpected_count', '?')} unexpected, e.g. {unexpected!r:.200}"

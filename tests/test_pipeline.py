@@ -387,3 +387,21 @@ def test_the_starts_are_audited_in_slices_and_ids_stay_unique_across_them(settin
     with pytest.raises(AuditFailed, match=r"run_totals: expect_column_pair_values_to_be_equal"
                                           r"\(starts, distinct_start_ids\)"):
         pipeline.audit(folder)
+
+
+def test_an_expectation_that_cannot_run_says_why(settings, tmp_path, monkeypatch):
+    import billing_jobs.audit as audit_module
+
+    suites = tmp_path / "suites"
+    shutil.copytree(audit_module.SUITES, suites)
+    spec = json.loads((suites / "run_totals.json").read_text())
+    spec["expectations"].append({"type": "expect_column_values_to_not_be_null",
+                                 "kwargs": {"column": "no_such_column"}})
+    (suites / "run_totals.json").write_text(json.dumps(spec))
+    folder = pipeline.write(settings, DAYS[0])
+    pipeline.audit(folder)  # the staging area's GX project now holds the shipped suites
+    monkeypatch.setattr(audit_module, "SUITES", suites)  # ... and then the suite file changes
+    with pytest.raises(AuditFailed, match=r"run_totals: expect_column_values_to_not_be_null"
+                                          r"\(no_such_column\) failed: could not be evaluated: .*"
+                                          r"no_such_column"):
+        pipeline.audit(folder)
