@@ -42,7 +42,7 @@ def job_engine(folder: Path):
 
 
 def job_sharded(folder: Path):
-    """The job through the sharded path: one shard per 10M messages, one after the other in this
+    """The job through the sharded path: one shard per 5M messages, one after the other in this
     process (Airflow runs them as separate tasks), then combine, audit, publish."""
     from billing_jobs import pipeline
     from billing_jobs.config import Settings
@@ -50,7 +50,7 @@ def job_sharded(folder: Path):
     import pyarrow.parquet as pq
 
     rows = sum(pq.read_metadata(p).num_rows for p in folder.rglob("*.parquet"))
-    shards = max(1, round(rows / 10_000_000))
+    shards = max(1, round(rows / 5_000_000))
     scratch = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
     settings = Settings.resolve(source=str(folder.parent), staging=str(scratch / "staging"),
                                 warehouse_url=f"duckdb:///{scratch}/warehouse.duckdb")

@@ -138,7 +138,9 @@ def write_sharded(settings: Settings, day: dt.date, shards: int, run_id: str | N
     folder = plan_sharded(settings, day, shards, run_id)
     for k in range(shards):
         sharding.write_shard(settings, day, folder, k, shards)
-    return combine_shards(settings, folder)
+    folder = combine_shards(settings, folder)
+    sharding.release_memory()
+    return folder
 
 
 def combine_shards(settings: Settings, folder: Path) -> Path:
@@ -449,6 +451,7 @@ def run_day(settings: Settings, day: dt.date, dry_run: bool = False, shards: int
         clock.lap("write")
         audit(folder)
         clock.lap("audit")
+        pa.default_memory_pool().release_unused()
         meta = json.loads((folder / "run.json").read_text())
         seconds = meta.get("seconds") or {"write": clock.laps["write"]}
         if dry_run:

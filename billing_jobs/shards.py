@@ -99,7 +99,16 @@ def write_shard(settings: Settings, day: dt.date, folder: Path, shard: int, shar
     (out / "shard.json").write_text(json.dumps({"shard": shard, "shards": shards,
                                                 "reference_hash": reference.content_hash,
                                                 "counts": counts}))
+    del batch, tables
+    release_memory()
     return out
+
+
+def release_memory() -> None:
+    """Hand memory Arrow's allocator keeps for reuse back to the system: without it a process
+    that computes several shards in a row holds every shard's peak (seen: 2.3 GB kept per shard,
+    8 GB for a 100M-message day in one process)."""
+    pa.default_memory_pool().release_unused()
 
 
 def combine(settings: Settings, day: dt.date, folder: Path, shards: int, meta: dict) -> Path:
