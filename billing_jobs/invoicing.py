@@ -61,12 +61,15 @@ def next_open_month(conn: sa.Connection, schema: str, after: dt.date) -> dt.date
             return month
 
 
-def book_adjustments(conn: sa.Connection, schema: str, day: dt.date, new_starts: pa.Table,
+def book_adjustments(conn: sa.Connection, schema: str, day: dt.date, new_starts,
                      run_id: str, reason: str) -> int:
     """Inside the publish transaction, before the day's rows are replaced: if the day's month is
-    closed, book what changes as adjustments on the next open month. Returns how many."""
+    closed, book what changes as adjustments on the next open month. Returns how many.
+    `new_starts` is the staged starts table, or a function that loads it (only if needed)."""
     if not _is_closed(conn, schema, month_start(day)):
         return 0
+    if callable(new_starts):
+        new_starts = new_starts()
     columns = ("message_id", *KEY, "started_at", "rate_row", "run_id")
     old = {r["message_id"]: r for r in _rows(
         conn, f"select {', '.join(columns)} from {schema}.conversation_starts"

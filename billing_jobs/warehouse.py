@@ -132,12 +132,34 @@ def _microseconds(data: pa.Table) -> pa.Table:
     return data
 
 
-def replace_day(conn: sa.Connection, schema: str, day, tables: dict[str, pa.Table]) -> None:
-    """Delete the date's rows from every day table, then insert the new ones (same transaction)."""
+def insert_parquet(conn: sa.Connection, schema: str, table: str, path: Path) -> None:
+    """Append a parquet file's rows to `schema.table` without holding the file in memory: DuckDB
+    reads it itself, other dialects get it in batches."""
+    if conn.dialect.name == "duckdb":
+        import pyarrow.parquet as pq
+
+        columns = ", ".join(pq.read_schema(path).names)
+        literal = "'" + str(path).replace("'", "''") + "'"
+        conn.execute(sa.text(f"insert into {schema}.{table} ({columns}) select {columns}"
+                             f" from read_parquet({literal})"))
+        return
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=200_000):
+        insert_arrow(conn, schema, table, pa.Table.from_batches([batch]))
+
+
+def replace_day(conn: sa.Connection, schema: str, day, tables: dict[str, pa.Table | Path]) -> None:
+    """Delete the date's rows from every day table, then insert the new ones (same transaction).
+    A table given as a path is a staged parquet file, loaded without reading it into memory."""
     for name in DAY_TABLES:
         conn.execute(sa.text(f"delete from {schema}.{name} where billing_date = :d"), {"d": day})
     for name in DAY_TABLES:
-        insert_arrow(conn, schema, name, tables[name])
+        data = tables[name]
+        if isinstance(data, Path):
+            insert_parquet(conn, schema, name, data)
+        else:
+            insert_arrow(conn, schema, name, data)
 
 
 def store_reference(conn: sa.Connection, schema: str, reference) -> None:

@@ -87,3 +87,19 @@ def test_a_conflict_across_shards_is_refused_not_billed(landing, tmp_path):
     con = duckdb.connect(f"{tmp_path}/w.duckdb", read_only=True)
     assert con.execute("select reason from billing.quarantined_messages where message_id = 'twice'"
                        ).fetchall() == [("conflicting_duplicate",)] * 2
+
+
+def test_shared_ids_are_counted_range_by_range(tmp_path):
+    import numpy as np
+
+    from billing_jobs.shards import shared_ids
+
+    rng = np.random.default_rng(1)
+    a = np.unique(rng.integers(0, 2**64 - 1, 50_000, dtype=np.uint64))
+    b = np.unique(rng.integers(0, 2**64 - 1, 50_000, dtype=np.uint64))
+    common = np.array([a[7], a[-1], a[25_000]], dtype=np.uint64)  # low, top and middle ranges
+    b = np.unique(np.concatenate([b, common]))
+    for name, values in (("a", a), ("b", b)):
+        np.save(tmp_path / f"{name}.npy", values)
+    assert shared_ids([tmp_path / "a.npy", tmp_path / "b.npy"]) == 3
+    assert shared_ids([tmp_path / "a.npy"]) == 0
