@@ -91,10 +91,7 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
     started = dt.datetime.now(dt.timezone.utc)
     run_id = run_id or f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
     reference = load_reference(settings.reference)
-    source = Path(settings.source)
-    if not (source / "messages" / f"date={day}").is_dir():
-        raise RunError(f"no partition for {day} under {source / 'messages'}: refusing to publish "
-                       f"an empty day (create the folder if the day really had no messages)")
+    source = _require_partition(settings, day)
     clock = _Clock()
     files, partitions = window_files(source, day)
     batch = landing.read_files(files, lines=reference.line_owners)
@@ -117,10 +114,7 @@ def plan_sharded(settings: Settings, day: dt.date, shards: int = 1,
     (`plan.json`: the run, the partitions' fingerprints, the number of shards)."""
     started = dt.datetime.now(dt.timezone.utc)
     run_id = run_id or f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
-    source = Path(settings.source)
-    if not (source / "messages" / f"date={day}").is_dir():
-        raise RunError(f"no partition for {day} under {source / 'messages'}: refusing to publish "
-                       f"an empty day (create the folder if the day really had no messages)")
+    source = _require_partition(settings, day)
     _, partitions = window_files(source, day)
     folder = Path(settings.staging) / day.isoformat() / run_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -149,6 +143,16 @@ def combine_shards(settings: Settings, folder: Path) -> Path:
     plan = json.loads((folder / "plan.json").read_text())
     return sharding.combine(settings, dt.date.fromisoformat(plan["billing_date"]), folder,
                             plan.pop("shards"), plan)
+
+
+def _require_partition(settings: Settings, day: dt.date) -> Path:
+    """The landing zone, once D's partition is known to exist: a missing partition is refused,
+    never published as an empty day."""
+    source = Path(settings.source)
+    if not (source / "messages" / f"date={day}").is_dir():
+        raise RunError(f"no partition for {day} under {source / 'messages'}: refusing to publish "
+                       f"an empty day (create the folder if the day really had no messages)")
+    return source
 
 
 def window_files(source: Path, day: dt.date) -> tuple[list[Path], dict[str, str | None]]:

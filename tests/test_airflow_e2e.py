@@ -4,6 +4,7 @@ default, then a late file and the restatement."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -70,33 +71,42 @@ def airflow(tmp_path_factory):
         "BILLING_WAREHOUSE_URL": settings.warehouse_url,
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     })
+    with running_airflow(env, home / "logs", port, {
+        name: [name] for name in ("api-server", "scheduler", "dag-processor")
+    }) as base:
+        yield base, settings
+
+
+@contextlib.contextmanager
+def running_airflow(env: dict, logs: Path, port: int, commands: dict[str, list[str]]):
+    """Migrate the metadata DB, start each `airflow <command>` in its own process group (logs in
+    `logs/<name>.log`), wait until billing_daily is served, yield the base URL, then stop them."""
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True,
                    capture_output=True)
-    logs = home / "logs"
-    logs.mkdir()
-    procs = [subprocess.Popen([str(BIN / "airflow"), component], env=env, start_new_session=True,
-                              stdout=open(logs / f"{component}.log", "w"), stderr=subprocess.STDOUT)
-             for component in ("api-server", "scheduler", "dag-processor")]
+    logs.mkdir(exist_ok=True)
+    procs = [subprocess.Popen([str(BIN / "airflow"), *cmd], env=env, start_new_session=True,
+                              stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+             for name, cmd in commands.items()]
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                dags = call(base, "GET", "/api/v2/dags")["dags"]
-                if any(d["dag_id"] == "billing_daily" for d in dags):
+                if any(d["dag_id"] == "billing_daily"
+                       for d in call(base, "GET", "/api/v2/dags")["dags"]):
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("Airflow did not come up with billing_daily in 120 s; logs in " + str(logs))
+                pytest.fail(f"Airflow did not come up with billing_daily in 120 s; logs in {logs}")
             time.sleep(2)
-        yield base, settings
+        yield base
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 

@@ -7,8 +7,6 @@ import dataclasses
 import datetime as dt
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ import sqlalchemy as sa
 from billing_jobs import pipeline
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
-from test_airflow_e2e import call, free_port
+from test_airflow_e2e import call, free_port, running_airflow
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -69,43 +67,17 @@ def celery_airflow(pg_url, tmp_path):
         "BILLING_WAREHOUSE_URL": settings.warehouse_url,
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     })
-    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True,
-                   capture_output=True)
     logs = tmp_path / "logs"
-    logs.mkdir()
     commands = {
         "api-server": ["api-server"], "scheduler": ["scheduler"],
         "dag-processor": ["dag-processor"],
-        "worker-1": ["celery", "worker", "--celery-hostname", "w1@%h",
-                     "--skip-serve-logs"],
-        "worker-2": ["celery", "worker", "--celery-hostname", "w2@%h",
-                     "--skip-serve-logs"],
+        "worker-1": ["celery", "worker", "--celery-hostname", "w1@%h", "--skip-serve-logs"],
+        "worker-2": ["celery", "worker", "--celery-hostname", "w2@%h", "--skip-serve-logs"],
     }
-    procs = {name: subprocess.Popen([str(BIN / "airflow"), *cmd], env=env,
-                                    start_new_session=True, stdout=open(logs / f"{name}.log", "w"),
-                                    stderr=subprocess.STDOUT)
-             for name, cmd in commands.items()}
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if any(d["dag_id"] == "billing_daily"
-                       for d in call(base, "GET", "/api/v2/dags")["dags"]):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"Airflow did not come up; logs in {logs}"
-            time.sleep(2)
-        yield base, settings, logs
+        with running_airflow(env, logs, port, commands) as base:
+            yield base, settings, logs
     finally:
-        for proc in procs.values():
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
         import redis
 
         redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
