@@ -41,24 +41,6 @@ def job_engine(folder: Path):
     return done["starts_on_day"], str(done["amount"].normalize()), done["seconds"]
 
 
-def job_sharded(folder: Path):
-    """The job through the sharded path: one shard per 5M messages, one after the other in this
-    process (Airflow runs them as separate tasks), then combine, audit, publish."""
-    from billing_jobs import pipeline
-    from billing_jobs.config import Settings
-
-    import pyarrow.parquet as pq
-
-    rows = sum(pq.read_metadata(p).num_rows for p in folder.rglob("*.parquet"))
-    shards = max(1, round(rows / 5_000_000))
-    scratch = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
-    settings = Settings.resolve(source=str(folder.parent), staging=str(scratch / "staging"),
-                                warehouse_url=f"duckdb:///{scratch}/warehouse.duckdb")
-    done = pipeline.run_day(settings, _day(folder), shards=shards)
-    return done["starts_on_day"], str(done["amount"].normalize()), {**done["seconds"],
-                                                                     "shards": shards}
-
-
 def job_duckdb(folder: Path):
     import duckdb
 
@@ -94,7 +76,7 @@ def _day(folder: Path):
 def main(impl: str, folder: str) -> None:
     if impl.startswith("job-"):
         started = time.perf_counter()
-        jobs = {"job-engine": job_engine, "job-duckdb": job_duckdb, "job-sharded": job_sharded}
+        jobs = {"job-engine": job_engine, "job-duckdb": job_duckdb}
         starts, amount, stages = jobs[impl](Path(folder))
         print(json.dumps({"impl": impl, "seconds": time.perf_counter() - started,
                           "starts": starts, "digest": amount, "stages": stages}))

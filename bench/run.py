@@ -3,8 +3,10 @@
 For each size, one day of traffic is generated once (fixed seed, cached under var/bench/) and each
 implementation reconciles it in a fresh process, several times; we report the median wall time,
 messages per second and the process's peak RSS, and check that both found the same starts.
+`--what sharded` runs the day the way `billing_daily` does, every task in its own process, and
+reports the largest task's peak; it fails if a day misses the targets in TARGETS.
 
-    python -m bench.run 1000000 10000000 [--repeat 3] [--seed 42]
+    python -m bench.run 1000000 10000000 [--repeat 3] [--seed 42] [--what reconcile|job|sharded]
 """
 
 from __future__ import annotations
@@ -13,24 +15,28 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "var" / "bench"
 RESULTS = ROOT / "bench" / "results"
 START = dt.date(2026, 3, 1)
+# (kind, messages) -> (wall seconds, peak RSS MiB of any one process): the bench fails above them
+TARGETS = {("sharded", 10_000_000): (60, 4096), ("sharded", 100_000_000): (900, 4096)}
 
 
-def dataset(messages: int, seed: int) -> Path:
+def dataset(messages: int, seed: int, data: Path = DATA) -> Path:
     """The cached input; a change to the generator makes a new one."""
     import hashlib
 
     version = hashlib.sha256((ROOT / "billing_jobs" / "generate.py").read_bytes()).hexdigest()[:8]
-    folder = DATA / f"day-{messages}-seed{seed}-{version}"
+    folder = data / f"day-{messages}-seed{seed}-{version}"
     if not (folder / "messages" / f"date={START}" / "_SUCCESS").exists():
         from billing_jobs.generate import generate
 
@@ -39,50 +45,126 @@ def dataset(messages: int, seed: int) -> Path:
     return folder / "messages"
 
 
-def measure(impl: str, messages_dir: Path) -> dict:
-    """One run in a child process, reaped with wait4 to read that child's own peak RSS."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.reconcile_one", impl, str(messages_dir)],
-            cwd=ROOT, stdout=out, stderr=err,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode:
-            lines = err.read().strip().splitlines()
-            raise SystemExit(f"bench: {impl} failed: {lines[-1] if lines else proc.returncode}")
-        result = json.loads(out.read().strip().splitlines()[-1])
+def _start(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    """A child `python -m <args>` whose output goes to temporary files (read by _reap)."""
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=out, stderr=err,
+                            env={**os.environ, **(env or {})})
+    proc.files = (out, err)
+    return proc
+
+
+def _reap(proc: subprocess.Popen, status: int, usage) -> dict:
+    """The child's last JSON line, with its own peak RSS (from wait4's rusage)."""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out, err = proc.files
+    out.seek(0)
+    err.seek(0)
+    if proc.returncode:
+        lines = err.read().strip().splitlines()
+        raise SystemExit(f"bench: {' '.join(proc.args[2:])} failed: "
+                         f"{lines[-1] if lines else proc.returncode}")
+    result = json.loads(out.read().strip().splitlines()[-1])
+    out.close()
+    err.close()
     result["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux reports KiB
     return result
 
 
+def measure(impl: str, messages_dir: Path) -> dict:
+    """One run in a child process, reaped with wait4 to read that child's own peak RSS."""
+    proc = _start(["bench.reconcile_one", impl, str(messages_dir)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    return _reap(proc, status, usage)
+
+
+def measure_sharded(messages_dir: Path, rows_per_shard: int, parallel: int) -> dict:
+    """The sharded day as `billing_daily` runs it: plan, the shards (`parallel` at a time, like a
+    LocalExecutor on this machine), combine, audit and publish, each task in its own process.
+    Wall time counts every process start, as Airflow's would; the peak is the largest task's."""
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.read_metadata(p).num_rows for p in messages_dir.rglob("*.parquet"))
+    shards = max(1, round(rows / rows_per_shard))
+    day = max(p.name[5:] for p in messages_dir.glob("date=*"))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
+    env = {"BILLING_SOURCE": str(messages_dir.parent), "BILLING_STAGING": str(scratch / "staging"),
+           "BILLING_WAREHOUSE_URL": f"duckdb:///{scratch}/warehouse.duckdb"}
+    seconds, peaks = {}, {}
+
+    def run(step: str, *args: str) -> dict:
+        clock = time.perf_counter()
+        proc = _start(["bench.task", step, *args], env)
+        result = _reap(proc, *os.wait4(proc.pid, 0)[1:])
+        seconds[step] = time.perf_counter() - clock
+        peaks[step] = result["peak_rss_mib"]
+        return result
+
+    started = time.perf_counter()
+    folder = run("plan", day, str(shards))["value"]
+    clock, todo, running, shard_peaks = time.perf_counter(), list(range(shards)), {}, []
+    while todo or running:
+        while todo and len(running) < parallel:
+            proc = _start(["bench.task", "write_shard", folder, str(todo.pop(0))], env)
+            running[proc.pid] = proc
+        pid, status, usage = os.wait4(-1, 0)
+        shard_peaks.append(_reap(running.pop(pid), status, usage)["peak_rss_mib"])
+    seconds["write_shard"], peaks["write_shard"] = time.perf_counter() - clock, max(shard_peaks)
+    run("combine", folder)
+    run("audit", folder)
+    done = run("publish", folder)["value"]
+    wall = time.perf_counter() - started
+    shutil.rmtree(scratch)
+    return {"seconds": wall, "starts": done["starts"], "digest": done["amount"],
+            "peak_rss_mib": max(peaks.values()),
+            "stages": {"shards": shards, "parallel": parallel, "seconds": seconds,
+                       "peak_rss_mib": peaks}}
+
+
 def compare(kind: str, size: int, messages_dir: Path, repeat: int) -> list[dict]:
-    """Engine and peer on the same input, `repeat` times each; fails if they disagree.
-    kind "sharded" runs the job through the sharded path only (no peer)."""
+    """Engine and peer on the same input, `repeat` times each; fails if they disagree."""
     rows = []
-    for impl in (("sharded",) if kind == "sharded" else ("engine", "duckdb")):
-        name = impl if kind == "reconcile" else f"job-{impl}"
-        runs = [measure(name, messages_dir) for _ in range(repeat)]
-        digests = {(r["starts"], r["digest"]) for r in runs}
-        seconds = statistics.median(r["seconds"] for r in runs)
-        rows.append({
-            "kind": kind, "messages": size, "impl": impl, "seconds": round(seconds, 2),
-            "messages_per_s": round(size / seconds),
-            "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs)),
-            "starts": runs[0]["starts"], "digest": digests.pop() if len(digests) == 1 else None,
-            "stages": runs[len(runs) // 2].get("stages") or {},
-        })
-        print(f"{kind:<9} {size:>12,}  {impl:<7} {rows[-1]['seconds']:>7.2f} s  "
-              f"{rows[-1]['messages_per_s']:>10,} msg/s  {rows[-1]['peak_rss_mib']:>6,} MiB",
-              flush=True)
-    if kind == "sharded":
-        return rows
+    for impl in ("engine", "duckdb"):
+        runs = [measure(impl if kind == "reconcile" else f"job-{impl}", messages_dir)
+                for _ in range(repeat)]
+        rows.append(_row(kind, size, impl, runs))
     if rows[0]["digest"] is None or rows[0]["digest"] != rows[1]["digest"]:
         raise SystemExit(f"bench: {kind} at {size:,}: the engine and the SQL peer disagree "
                          f"({rows[0]['digest']} vs {rows[1]['digest']})")
     return rows
+
+
+def sharded(size: int, messages_dir: Path, repeat: int, rows_per_shard: int,
+            parallel: int) -> list[dict]:
+    runs = [measure_sharded(messages_dir, rows_per_shard, parallel) for _ in range(repeat)]
+    return [_row("sharded", size, "sharded", runs)]
+
+
+def _row(kind: str, size: int, impl: str, runs: list[dict]) -> dict:
+    """The median run's time and stages, the largest peak, and the one digest all runs share."""
+    digests = {(r["starts"], r["digest"]) for r in runs}
+    median = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+    row = {"kind": kind, "messages": size, "impl": impl, "seconds": round(median["seconds"], 2),
+           "messages_per_s": round(size / median["seconds"]),
+           "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs)),
+           "starts": runs[0]["starts"], "digest": digests.pop() if len(digests) == 1 else None,
+           "stages": median.get("stages") or {}}
+    print(f"{kind:<9} {size:>12,}  {impl:<7} {row['seconds']:>7.2f} s  "
+          f"{row['messages_per_s']:>10,} msg/s  {row['peak_rss_mib']:>6,} MiB", flush=True)
+    return row
+
+
+def missed_targets(rows: list[dict]) -> list[str]:
+    """The sharded targets of the scale issue that these rows miss."""
+    missed = []
+    for r in rows:
+        seconds, mib = TARGETS.get((r["kind"], r["messages"]), (None, None))
+        if seconds is not None and r["seconds"] > seconds:
+            missed.append(f"{r['kind']} {r['messages']:,}: {r['seconds']:.1f} s > {seconds} s")
+        if mib is not None and r["peak_rss_mib"] > mib:
+            missed.append(f"{r['kind']} {r['messages']:,}: peak {r['peak_rss_mib']:,} MiB per "
+                          f"process > {mib:,} MiB")
+    return missed
 
 
 def table(rows: list[dict]) -> str:
@@ -112,12 +194,19 @@ def table(rows: list[dict]) -> str:
             out.append(f"| {stage} | " + " | ".join(cells) + " |")
     sharded = [r for r in rows if r["kind"] == "sharded"]
     if sharded:
-        out += ["", "| sharded job | shards | wall time | messages/s | peak RSS (one process) |"
-                " cost per 1M messages |", "|---:|---:|---:|---:|---:|---:|"]
+        out += ["", "| sharded day | shards (side by side) | wall time | messages/s | peak RSS of "
+                "the largest task | cost per 1M messages |", "|---:|---:|---:|---:|---:|---:|"]
         for r in sharded:
-            out.append(f"| {r['messages']:,} | {r['stages'].get('shards', 1)} | "
-                       f"{r['seconds']:.1f} s | {r['messages_per_s']:,} | {r['peak_rss_mib']:,} MiB"
-                       f" | {r['seconds'] / (r['messages'] / 1e6):.2f} s |")
+            out.append(f"| {r['messages']:,} | {r['stages']['shards']} "
+                       f"({r['stages']['parallel']}) | {r['seconds']:.1f} s | "
+                       f"{r['messages_per_s']:,} | {r['peak_rss_mib']:,} MiB | "
+                       f"{r['seconds'] / (r['messages'] / 1e6):.2f} s |")
+        out += ["", "| task (own process) | " + " | ".join(f"{r['messages']:,}" for r in sharded)
+                + " |", "|---|" + "---:|" * len(sharded)]
+        for task in sharded[0]["stages"]["seconds"]:
+            cells = [f"{r['stages']['seconds'][task]:.1f} s, "
+                     f"{r['stages']['peak_rss_mib'][task]:,.0f} MiB" for r in sharded]
+            out.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -127,15 +216,26 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--what", choices=["reconcile", "job", "sharded", "all"], default="all")
+    parser.add_argument("--rows-per-shard", type=int, default=5_000_000,
+                        help="sharded: the number of shards is the day's rows / this")
+    parser.add_argument("--parallel", type=int, default=2,
+                        help="sharded: shards run side by side (this machine has 2 cores)")
+    parser.add_argument("--data", type=Path, default=DATA, help="where generated days are cached")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     rows = []
     for kind in (("reconcile", "job", "sharded") if args.what == "all" else (args.what,)):
         for size in args.sizes:
-            rows += compare(kind, size, dataset(size, args.seed), args.repeat)
-    (RESULTS / f"bench-{args.what}.json").write_text(json.dumps(rows, indent=2))
+            messages_dir = dataset(size, args.seed, args.data)
+            rows += (sharded(size, messages_dir, args.repeat, args.rows_per_shard, args.parallel)
+                     if kind == "sharded" else compare(kind, size, messages_dir, args.repeat))
+    (args.results / f"bench-{args.what}.json").write_text(json.dumps(rows, indent=2))
     print()
     print(table(rows))
+    missed = missed_targets(rows)
+    if missed:
+        raise SystemExit("bench: targets missed: " + "; ".join(missed))
 
 
 if __name__ == "__main__":

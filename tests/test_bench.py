@@ -1,0 +1,51 @@
+"""`make bench` is not run in CI, so its harness is: the sharded bench runs each task of the day
+in its own process, bills what a one-process run bills, and fails a day that misses a target."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.run import START, dataset, missed_targets
+from billing_jobs import pipeline
+from billing_jobs.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_sharded_bench_runs_every_task_in_its_own_process_and_bills_the_same(tmp_path):
+    messages = 20_000
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", str(messages), "--what", "sharded", "--repeat", "1",
+         "--rows-per-shard", "5000", "--parallel", "2", "--data", str(tmp_path / "data"),
+         "--results", str(tmp_path / "results")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [row] = json.loads((tmp_path / "results" / "bench-sharded.json").read_text())
+    assert row["stages"]["shards"] == 4 and row["stages"]["parallel"] == 2
+    assert set(row["stages"]["seconds"]) == {"plan", "write_shard", "combine", "audit", "publish"}
+    # every task's own peak, and the row's peak is the largest of them
+    peaks = row["stages"]["peak_rss_mib"]
+    assert all(mib > 50 for mib in peaks.values())
+    assert row["peak_rss_mib"] == round(max(peaks.values()))
+    assert "| write_shard |" in done.stdout
+
+    source = dataset(messages, 42, tmp_path / "data").parent
+    settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
+                                warehouse_url=f"duckdb:///{tmp_path}/one.duckdb")
+    one = pipeline.run_day(settings, START)
+    assert row["starts"] == one["starts_on_day"] > 0
+    assert row["digest"] == [one["starts_on_day"], str(one["amount"])]  # (starts, amount)
+
+
+def test_bench_fails_a_day_over_its_targets():
+    row = {"kind": "sharded", "messages": 100_000_000, "seconds": 850.0, "peak_rss_mib": 3900}
+    assert missed_targets([row]) == []
+    assert missed_targets([{**row, "seconds": 901.0}]) == ["sharded 100,000,000: 901.0 s > 900 s"]
+    assert missed_targets([{**row, "peak_rss_mib": 4100}]) == [
+        "sharded 100,000,000: peak 4,100 MiB per process > 4,096 MiB"]
+    assert missed_targets([{**row, "messages": 10_000_000, "seconds": 61.0}]) == [
+        "sharded 10,000,000: 61.0 s > 60 s"]
+    assert missed_targets([{**row, "messages": 1_000_000, "seconds": 9e9}]) == []
