@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from billing_jobs.contract import STATUS_RANK
 from billing_jobs.landing import CONFLICTING_DUPLICATE, quarantine_rows
-from billing_jobs.tables import take_rows
+from billing_jobs.tables import distinct_sorted, take_rows
 
 IDENTITY = ("customer_id", "line_id", "contact_id", "direction", "message_type", "sent_at")
 
@@ -46,7 +46,7 @@ def _maybe_repeated(ids: pa.ChunkedArray) -> np.ndarray:
         hashes = con.sql("select hash(id) as h from ids").to_arrow_table().column("h")
     hashes = hashes.to_numpy()
     ordered = np.sort(hashes)
-    twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    twice = distinct_sorted(ordered[1:][ordered[1:] == ordered[:-1]])
     if not len(twice):
         return np.zeros(len(hashes), dtype=bool)
     pos = np.minimum(np.searchsorted(twice, hashes), len(twice) - 1)

@@ -1,8 +1,9 @@
-"""Two Arrow operations the hot path needs and pyarrow does slowly on many-chunk tables.
+"""Array operations the hot path needs and pyarrow or numpy do slowly.
 
 A day is read as many chunks (files x row groups). pyarrow's `take` on a chunked column
 concatenates all chunks first, which copies every string of the day for a handful of rows; these
-helpers take from each chunk instead. Dictionary codes are read straight from the chunks."""
+helpers take from each chunk instead. Dictionary codes are read straight from the chunks. And
+numpy 2.4's `np.unique` hashes: ~5 s for 5M random 64-bit values, where sorting takes 0.06 s."""
 
 from __future__ import annotations
 
@@ -58,3 +59,14 @@ def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     codes = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False)
                             for c in chunks])
     return codes, chunks[0].dictionary
+
+
+def distinct_sorted(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)` by sorting (see the module docstring)."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
