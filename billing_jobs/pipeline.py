@@ -109,17 +109,19 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
 def plan_sharded(settings: Settings, day: dt.date, shards: int = 1,
                  run_id: str | None = None) -> Path:
     """The run folder of a sharded run, with what every shard and the combine step share
-    (`plan.json`: the run, the partitions' fingerprints, the number of shards)."""
+    (`plan.json`: the run, the files every shard reads and their partitions' fingerprints, the
+    number of shards). Shards read the plan's files, not the landing zone's current listing: a
+    late file that lands while the shards run is left to the next run (restatement sees it)."""
     started = dt.datetime.now(dt.timezone.utc)
     run_id = run_id or f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
     source = _require_partition(settings, day)
-    _, partitions = window_files(source, day)
+    files, partitions = window_files(source, day)
     folder = Path(settings.staging) / day.isoformat() / run_id
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "plan.json").write_text(json.dumps({
         "run_id": run_id, "billing_date": day.isoformat(), "started_at": started.isoformat(),
         "source": str(source), "reference": str(settings.reference), "partitions": partitions,
-        "shards": shards}))
+        "files": [str(f) for f in files], "shards": shards}))
     return folder
 
 
@@ -139,6 +141,7 @@ def combine_shards(settings: Settings, folder: Path) -> Path:
     from billing_jobs import shards as sharding
 
     plan = json.loads((folder / "plan.json").read_text())
+    plan.pop("files")  # run.json names the partitions and their fingerprints, as unsharded
     return sharding.combine(settings, dt.date.fromisoformat(plan["billing_date"]), folder,
                             plan.pop("shards"), plan)
 

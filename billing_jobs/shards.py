@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from billing_jobs import landing
 from billing_jobs.config import Settings
+from billing_jobs.tables import distinct_sorted
 
 SHARD_TABLES = ("conversation_starts", "session_anomalies", "quarantined_messages",
                 "accepted_messages")
@@ -78,16 +79,16 @@ def id_hashes(valid: pa.Table) -> np.ndarray:
     with duckdb.connect() as con:
         con.register("ids", pa.table({"id": valid.column("message_id")}))
         hashes = con.sql("select hash(id) as h from ids").to_arrow_table().column("h").to_numpy()
-    return np.unique(hashes)
+    return distinct_sorted(hashes)
 
 
 def write_shard(settings: Settings, day: dt.date, folder: Path, shard: int, shards: int) -> Path:
-    """Compute one shard of the day into `<folder>/shards/<k>/`."""
+    """Compute one shard of the day into `<folder>/shards/<k>/`, from the files of its plan."""
     from billing_jobs import pipeline
     from billing_jobs.reference_data import load_reference
 
     reference = load_reference(settings.reference)
-    files, _ = pipeline.window_files(Path(settings.source), day)
+    files = [Path(f) for f in json.loads((folder / "plan.json").read_text())["files"]]
     batch = landing.read_files(files, lines=reference.line_owners, shard=(shard, shards))
     hashes = id_hashes(batch.valid)
     tables, counts = pipeline.compute(settings, reference, day, batch)

@@ -103,3 +103,41 @@ def test_shared_ids_are_counted_range_by_range(tmp_path):
         np.save(tmp_path / f"{name}.npy", values)
     assert shared_ids([tmp_path / "a.npy", tmp_path / "b.npy"]) == 3
     assert shared_ids([tmp_path / "a.npy"]) == 0
+
+
+def test_shards_read_the_files_of_their_plan_not_a_late_arrival(landing, tmp_path):
+    """A late file landing while the shards run is not half-read by the shards still to come:
+    every shard reads the plan's files, and restatement picks the late file up later."""
+    from billing_jobs.shards import write_shard
+
+    source = tmp_path / "landing"
+    shutil.copytree(landing, source)
+    day = START + dt.timedelta(days=2)
+    settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
+                                warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
+    expected = pipeline.run_day(dataclasses.replace(
+        settings, staging=str(tmp_path / "one")), day)["rows_read"]
+    folder = pipeline.plan_sharded(settings, day, shards=4)
+    write_shard(settings, day, folder, 0, 4)
+    line = next(f"L{i:04d}" for i in range(1, 100) if shard_of(f"L{i:04d}", 4) != 0)
+    late = {"message_id": "late-1", "customer_id": "C001", "line_id": line,
+            "contact_id": "+4915100000003", "direction": "inbound", "message_type": "session",
+            "sent_at": f"{day}T23:00:00Z"}
+    (source / "messages" / f"date={day}" / "late.jsonl").write_text(json.dumps(late) + "\n")
+    for k in (1, 2, 3):
+        write_shard(settings, day, folder, k, 4)
+    pipeline.combine_shards(settings, folder)
+    run = json.loads((folder / "run.json").read_text())
+    assert run["counts"]["rows_read"] == expected
+    assert run["partitions"] == json.loads((folder / "plan.json").read_text())["partitions"]
+
+
+def test_distinct_sorted_is_np_unique():
+    import numpy as np
+
+    from billing_jobs.tables import distinct_sorted
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 1000):
+        values = rng.integers(0, 50, n).astype(np.uint64)
+        assert distinct_sorted(values).tolist() == np.unique(values).tolist()
