@@ -5,6 +5,7 @@ A file that cannot be read at all raises `LandingError` naming it; a bad *row* n
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -74,6 +75,36 @@ class Batch:
     files: list[str]
 
 
+def location(place: str | Path) -> Path:
+    """A place in the landing zone: a local path, or any fsspec URL (`s3://…`, `gs://…`,
+    `file://…`, `memory://…`; data-contracts.md §1) as a pathlib-like `UPath` over that filesystem.
+    Everything that lists, hashes or reads landing files goes through this."""
+    if isinstance(place, Path) or "://" not in str(place):
+        return Path(place)
+    from upath import UPath
+
+    return UPath(place)
+
+
+def arrow_source(path: Path) -> dict:
+    """Where pyarrow's readers find `path`: a local file by name, else through the URL's fsspec
+    filesystem."""
+    if isinstance(path, Path) or path.protocol in ("", "file", "local"):
+        return {"source": str(getattr(path, "path", path))}
+    return {"source": path.path, "filesystem": path.fs}
+
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    """A local file by name (pyarrow reads it natively), anything else as an open fsspec file."""
+    where = arrow_source(path)
+    if "filesystem" not in where:
+        yield where["source"]
+    else:
+        with path.open("rb") as f:
+            yield f
+
+
 def partition_date_of(path: Path) -> dt.date | None:
     """The `date=YYYY-MM-DD` directory a file sits in, if any."""
     match = PARTITION_RE.match(path.parent.name)
@@ -84,7 +115,7 @@ def message_files(paths: list[str | Path]) -> list[Path]:
     """Message files named directly or found below directories, in a stable order."""
     found: list[Path] = []
     for raw in paths:
-        path = Path(raw)
+        path = location(raw)
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()))
         elif path.is_file():
@@ -96,7 +127,7 @@ def message_files(paths: list[str | Path]) -> list[Path]:
 
 def partition_files(source: str | Path, day: dt.date) -> list[Path]:
     """Files of one landing-zone partition; a missing partition is an empty day, not an error."""
-    folder = Path(source) / "messages" / f"date={day.isoformat()}"
+    folder = location(source) / "messages" / f"date={day.isoformat()}"
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
@@ -112,9 +143,10 @@ def read_raw(path: Path, rows_filter=None) -> pa.Table:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            names = pq.read_schema(path).names
+            where = arrow_source(path)
+            names = pq.read_schema(where["source"], filesystem=where.get("filesystem")).names
             table = pq.read_table(
-                path,
+                **where,
                 columns=[c for c in CONTRACT_COLUMNS if c in names],
                 read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names],
                 filters=rows_filter,
@@ -122,26 +154,28 @@ def read_raw(path: Path, rows_filter=None) -> pa.Table:
         elif path.suffix == ".csv":
             import pyarrow.csv as pcsv
 
-            table = pcsv.read_csv(
-                path,
-                convert_options=pcsv.ConvertOptions(
-                    column_types={c: DICT if c in DICTIONARY_COLUMNS else pa.string()
-                                  for c in CONTRACT_COLUMNS},
-                    strings_can_be_null=True,
-                    include_columns=list(CONTRACT_COLUMNS),
-                    include_missing_columns=True,
-                ),
-            )
+            with _opened(path) as source:
+                table = pcsv.read_csv(
+                    source,
+                    convert_options=pcsv.ConvertOptions(
+                        column_types={c: DICT if c in DICTIONARY_COLUMNS else pa.string()
+                                      for c in CONTRACT_COLUMNS},
+                        strings_can_be_null=True,
+                        include_columns=list(CONTRACT_COLUMNS),
+                        include_missing_columns=True,
+                    ),
+                )
         elif path.suffix == ".jsonl":
             import pyarrow.json as pjson
 
-            table = pjson.read_json(
-                path,
-                parse_options=pjson.ParseOptions(
-                    explicit_schema=pa.schema([(c, pa.string()) for c in CONTRACT_COLUMNS]),
-                    unexpected_field_behavior="ignore",
-                ),
-            )
+            with _opened(path) as source:
+                table = pjson.read_json(
+                    source,
+                    parse_options=pjson.ParseOptions(
+                        explicit_schema=pa.schema([(c, pa.string()) for c in CONTRACT_COLUMNS]),
+                        unexpected_field_behavior="ignore",
+                    ),
+                )
         else:
             raise LandingError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
     except LandingError:

@@ -64,7 +64,9 @@ def warehouse_url(conn) -> str:
 
 
 def partition_complete(day: str) -> bool:
-    return (Path(settings().source) / "messages" / f"date={day}" / "_SUCCESS").exists()
+    from billing_jobs.landing import location
+
+    return (location(settings().source) / "messages" / f"date={day}" / "_SUCCESS").exists()
 
 
 def plan(day: str, shards: int) -> str:

@@ -54,7 +54,7 @@ def fingerprint(files: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(files, key=lambda p: p.name):
         digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -149,7 +149,7 @@ def combine_shards(settings: Settings, folder: Path) -> Path:
 def _require_partition(settings: Settings, day: dt.date) -> Path:
     """The landing zone, once D's partition is known to exist: a missing partition is refused,
     never published as an empty day."""
-    source = Path(settings.source)
+    source = landing.location(settings.source)
     if not (source / "messages" / f"date={day}").is_dir():
         raise RunError(f"no partition for {day} under {source / 'messages'}: refusing to publish "
                        f"an empty day (create the folder if the day really had no messages)")

@@ -49,7 +49,7 @@ class Reference:
 def _rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
         raise ReferenceError(f"{path}: reference file not found")
-    with open(path, newline="", encoding="utf-8") as f:
+    with path.open("r", newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
@@ -71,7 +71,10 @@ def _instant(text: str, where: str) -> dt.datetime:
 
 
 def load_reference(folder: str | Path) -> Reference:
-    folder = Path(folder)
+    """The reference directory: a local path or an fsspec URL, like the landing zone."""
+    from billing_jobs.landing import location
+
+    folder = location(folder)
     digest = hashlib.sha256()
     for name in FILES:
         path = folder / name

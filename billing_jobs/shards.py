@@ -41,8 +41,10 @@ def read_shard_rows(path: Path, shard: int, shards: int) -> tuple[pa.Table, np.n
     """The rows of one file whose line is in `shard`, and their 1-based row numbers in the file.
     Parquet files are filtered as they are read, so a shard holds only its own rows in memory."""
     parquet = path.suffix == ".parquet"
-    if parquet and "line_id" in pq.read_schema(path).names:
-        lines = pq.read_table(path, columns=["line_id"]).column("line_id")  # one column: cheap
+    where = landing.arrow_source(path) if parquet else {}
+    if parquet and "line_id" in pq.read_schema(where["source"],
+                                               filesystem=where.get("filesystem")).names:
+        lines = pq.read_table(**where, columns=["line_id"]).column("line_id")  # one column: cheap
     elif parquet:  # no line_id at all: every row is quarantined, in shard 0
         everything = landing.read_raw(path)
         numbers = np.arange(1, everything.num_rows + 1)
@@ -88,7 +90,8 @@ def write_shard(settings: Settings, day: dt.date, folder: Path, shard: int, shar
     from billing_jobs.reference_data import load_reference
 
     reference = load_reference(settings.reference)
-    files = [Path(f) for f in json.loads((folder / "plan.json").read_text())["files"]]
+    plan = json.loads((folder / "plan.json").read_text())
+    files = [landing.location(f) for f in plan["files"]]
     batch = landing.read_files(files, lines=reference.line_owners, shard=(shard, shards))
     hashes = id_hashes(batch.valid)
     tables, counts = pipeline.compute(settings, reference, day, batch)

@@ -405,3 +405,49 @@ def test_an_expectation_that_cannot_run_says_why(settings, tmp_path, monkeypatch
                                           r"\(no_such_column\) failed: could not be evaluated: .*"
                                           r"no_such_column"):
         pipeline.audit(folder)
+
+
+@pytest.mark.parametrize("scheme", ["memory", "file"])
+def test_a_landing_zone_behind_an_fsspec_url_bills_what_a_local_one_bills(landing_zone, tmp_path,
+                                                                           scheme):
+    """data-contracts.md §1: a source is a directory or any fsspec URL. `memory://` stands in for
+    an object store (s3://, gs://): listing, reading every format, fingerprints, shards and the
+    reference data all go through fsspec."""
+    import uuid
+
+    import fsspec
+
+    local = tmp_path / "landing"
+    shutil.copytree(landing_zone, local)
+    with open(f"{local}/messages/date={DAYS[2]}/extra.jsonl", "w") as f:  # a quarantined row
+        f.write(json.dumps({"message_id": "x-unknown-line", "customer_id": "C001",
+                            "line_id": "L9999", "contact_id": "+4915100000001",
+                            "direction": "inbound", "message_type": "session",
+                            "sent_at": f"{DAYS[2]}T10:00:00Z"}) + "\n")
+    if scheme == "memory":
+        url = f"memory://landing-{uuid.uuid4().hex}"
+        fsspec.filesystem("memory").put(str(local), url.removeprefix("memory:/"), recursive=True)
+    else:
+        url = f"file://{local}"
+
+    def run(source: str, name: str, shards: int) -> tuple[dict, dict]:
+        s = Settings.resolve(source=source, staging=str(tmp_path / f"staging-{name}"),
+                             warehouse_url=f"duckdb:///{tmp_path}/{name}.duckdb")
+        done = pipeline.run_day(s, DAYS[2], shards=shards)
+        return day_tables(s, DAYS[2]), {k: done[k] for k in ("rows_read", "accepted",
+                                                               "quarantined", "amount")}
+
+    tables, counts = run(str(local), "local", 1)
+    assert any("x-unknown-line" in row for row in tables["quarantined_messages"])
+    # the same rows, except that quarantined rows name their file by its URL
+    tables["quarantined_messages"] = sorted(tuple(v.replace(str(local), url) for v in row)
+                                            for row in tables["quarantined_messages"])
+    assert run(url, "url", 1) == (tables, counts)
+    assert run(url, "url-sharded", 3) == (tables, counts)
+    s = Settings.resolve(source=url, staging=str(tmp_path / "staging-url"),
+                         warehouse_url=f"duckdb:///{tmp_path}/url.duckdb")
+    assert query(s, "select source_file from billing.quarantined_messages"
+                    " where message_id = 'x-unknown-line'") == [
+        (f"{url}/messages/date={DAYS[2]}/extra.jsonl",)]
+    with pytest.raises(pipeline.RunError, match=f"no partition for {START + dt.timedelta(days=9)}"):
+        pipeline.run_day(s, START + dt.timedelta(days=9))
