@@ -171,6 +171,25 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_prune_staging(args: argparse.Namespace) -> None:
+    from billing_jobs.config import Settings
+    from billing_jobs.staging import prune
+
+    try:
+        settings = Settings.resolve(staging=args.staging, staging_keep_days=args.keep_days)
+    except ValueError:
+        raise UsageError(f"--keep-days must be a number of days, got {args.keep_days!r}") from None
+    if settings.staging_keep_days < 1:
+        raise UsageError(f"--keep-days must be at least 1, got {settings.staging_keep_days:g}")
+    runs = prune(settings.staging, settings.staging_keep_days, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for run in runs:
+        print(f"{verb} {run.folder} (started {run.started_at:%Y-%m-%d %H:%M} UTC, "
+              f"{run.bytes / 2**20:,.1f} MiB)")
+    print(f"{verb} {len(runs)} staged run(s) older than {settings.staging_keep_days:g} days, "
+          f"{sum(r.bytes for r in runs) / 2**20:,.1f} MiB")
+
+
 def cmd_audit_docs(args: argparse.Namespace) -> None:
     from billing_jobs.audit import build_docs
     from billing_jobs.config import Settings
@@ -260,6 +279,12 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True)
     x.add_argument("--warehouse")
     x.set_defaults(func=cmd_export)
+
+    g = sub.add_parser("prune-staging", help="remove staged runs older than --keep-days")
+    g.add_argument("--keep-days", help="default: BILLING_STAGING_KEEP_DAYS, else 14")
+    g.add_argument("--staging", help="default: BILLING_STAGING, else var/staging")
+    g.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    g.set_defaults(func=cmd_prune_staging)
 
     a = sub.add_parser("audit-docs", help="build Great Expectations Data Docs from kept results")
     a.set_defaults(func=cmd_audit_docs)

@@ -16,6 +16,7 @@ DEFAULTS = {
     "schema": "billing",
     "staging": "var/staging",
     "lock_wait_s": "120",
+    "staging_keep_days": "14",
 }
 ENVIRONMENT = {
     "source": "BILLING_SOURCE",
@@ -25,6 +26,7 @@ ENVIRONMENT = {
     "schema": "BILLING_SCHEMA",
     "staging": "BILLING_STAGING",
     "lock_wait_s": "BILLING_LOCK_WAIT_S",
+    "staging_keep_days": "BILLING_STAGING_KEEP_DAYS",
 }
 
 
@@ -37,6 +39,7 @@ class Settings:
     schema: str
     staging: str  # where a run writes its results before they are audited and published
     lock_wait_s: float  # how long to wait for a busy warehouse or date lock
+    staging_keep_days: float = 14.0  # staged runs older than this are pruned (staging.py)
 
     @property
     def uses_demo_secret(self) -> bool:
@@ -53,4 +56,5 @@ class Settings:
         if values["reference"] is None:
             values["reference"] = os.path.join(values["source"], "reference")
         values["lock_wait_s"] = float(values["lock_wait_s"])
+        values["staging_keep_days"] = float(values["staging_keep_days"])
         return cls(**values)

@@ -126,6 +126,14 @@ def restate(day: str, look_back_days: int) -> list[str]:
     return [str(d) for d, _ in rebill(settings(), since)]
 
 
+def prune_staging() -> list[str]:
+    """Remove staged runs older than the configured number of days (staging.py)."""
+    from billing_jobs.staging import prune
+
+    config = settings()
+    return [str(run.folder) for run in prune(config.staging, config.staging_keep_days)]
+
+
 def close_previous_month(logical_date: dt.datetime) -> list[dict]:
     from billing_jobs.invoicing import close_month
 

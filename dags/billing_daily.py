@@ -6,7 +6,8 @@ in the landing zone, then **writes** (reconcile and price D from partitions D-2.
 run, in `shards` pieces by line: mapped tasks that executors spread over workers, then
 combined), **audits** (Great Expectations; a failure stops here and names the expectation) and
 **publishes** (replaces D's rows in the warehouse in one transaction). A nightly run then
-**restates** published days of the last `restate_days` whose inputs changed (late files).
+**restates** published days of the last `restate_days` whose inputs changed (late files) and
+**prunes** staged runs older than `BILLING_STAGING_KEEP_DAYS` (14).
 
 *A run bills the UTC date of its logical date*: scheduled and backfill runs bill the start of
 their data interval; a manual run bills the logical date picked in the trigger form (or the
@@ -126,13 +127,23 @@ def billing_daily():
             raise AirflowSkipException("restatement runs with the nightly schedule only")
         return restate(day, context["params"]["restate_days"])
 
+    @task(max_active_tis_per_dag=1)
+    def prune_staging() -> list[str]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from billing_jobs.orchestration import prune_staging
+
+        if get_current_context()["dag_run"].run_type != "scheduled":
+            raise AirflowSkipException("staging is pruned by the nightly schedule only")
+        return prune_staging()
+
     day = wait_for_partition(billing_date())
     folder = plan(day)
     written = write_shard.partial(folder=folder).expand(shard=shard_numbers(folder))
     combined = combine(folder)
     written >> combined
     published = publish(audit(combined))
-    published >> restate_late_data(day)
+    published >> [restate_late_data(day), prune_staging()]
 
 
 billing_daily()

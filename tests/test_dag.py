@@ -71,7 +71,7 @@ def test_billing_daily_structure(dagbag):
     assert order["write_shard"] == {"combine"}
     assert order["combine"] == {"audit"} and order["audit"] == {"publish"}
     assert "MappedOperator" in type(dag.get_task("write_shard")).__name__  # spread by executors
-    assert "restate_late_data" in order["publish"]
+    assert order["publish"] == {"restate_late_data", "prune_staging"}
     assert dag.get_task("publish").max_active_tis_per_dag == 1  # one DuckDB writer at a time
     assert dag.get_task("publish").outlets[0].name == "billing_invoice_lines"
     assert dag.get_task("audit").retries == 0

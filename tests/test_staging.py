@@ -1,0 +1,76 @@
+"""Staged runs are pruned by age; published data, recent runs and the GX project stay."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from billing_jobs import cli, pipeline
+from billing_jobs.config import Settings
+from billing_jobs.generate import generate
+from billing_jobs.staging import prune, staged_runs
+
+DAY = dt.date(2026, 3, 1)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    generate(tmp_path / "landing", DAY, days=1, messages_per_day=500, seed=4)
+    return Settings.resolve(source=str(tmp_path / "landing"), staging=str(tmp_path / "staging"),
+                            warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
+
+
+def _age(folder, days: int) -> None:
+    """Make a staged run look `days` old (its run.json or plan.json says when it started)."""
+    for name in ("run.json", "plan.json"):
+        path = folder / name
+        if path.exists():
+            meta = json.loads(path.read_text())
+            started = dt.datetime.fromisoformat(meta["started_at"]) - dt.timedelta(days=days)
+            path.write_text(json.dumps({**meta, "started_at": started.isoformat()}))
+
+
+def test_runs_older_than_the_limit_are_removed_and_nothing_else(settings, capsys):
+    old = pipeline.run_day(settings, DAY)["run_id"]
+    recent = pipeline.run_day(settings, DAY)["run_id"]
+    planned = pipeline.plan_sharded(settings, DAY, shards=2)  # a sharded run that never finished
+    folders = {r.folder.name: r.folder for r in staged_runs(settings.staging)}
+    assert set(folders) == {old, recent, planned.name}
+    _age(folders[old], 20)
+    _age(planned, 15)
+
+    assert cli.main(["prune-staging", "--staging", settings.staging, "--dry-run"]) == 0
+    assert "would remove 2 staged run(s) older than 14 days" in capsys.readouterr().out
+    assert len(staged_runs(settings.staging)) == 3
+
+    removed = prune(settings.staging, settings.staging_keep_days)
+    assert {r.folder.name for r in removed} == {old, planned.name}
+    assert all(r.bytes > 0 for r in removed)
+    assert [r.folder.name for r in staged_runs(settings.staging)] == [recent]
+    assert pipeline.gx_project(folders[recent]).is_dir()  # every audit's results stay
+    # what was published stays published
+    import duckdb
+
+    con = duckdb.connect(settings.warehouse_url.removeprefix("duckdb:///"), read_only=True)
+    assert con.execute("select count(*) from billing.billing_runs where status = 'published'"
+                       ).fetchall() == [(2,)]
+    assert con.execute("select count(*) from billing.invoice_lines").fetchall()[0][0] > 0
+
+
+def test_a_day_folder_goes_with_its_last_run(settings):
+    run = pipeline.run_day(settings, DAY)["run_id"]
+    [staged] = staged_runs(settings.staging)
+    assert staged.folder.name == run
+    _age(staged.folder, 3)
+    assert [r.folder for r in prune(settings.staging, 2)] == [staged.folder]
+    assert not staged.folder.parent.exists()
+
+
+def test_the_limit_is_at_least_one_day(settings, capsys):
+    with pytest.raises(ValueError, match="at least 1"):
+        prune(settings.staging, 0)
+    assert cli.main(["prune-staging", "--staging", settings.staging, "--keep-days", "0.5"]) == 1
+    assert cli.main(["prune-staging", "--staging", settings.staging, "--keep-days", "x"]) == 1
+    assert "--keep-days must be a number of days, got 'x'" in capsys.readouterr().err
