@@ -1,7 +1,8 @@
 """How long staged runs are kept. Every run writes `<staging>/<day>/<run_id>/` (its tables, its
 shards, run.json, audit.json) before publishing; nothing reads a run folder once it is published
-or has failed, but an operator may want to look at a failed one. Without pruning, a 100M-message
-day leaves about 1 GB behind per run and a backfill fills the disk.
+or has failed, but an operator may want to look at a failed one. Without pruning, a sharded run
+leaves about 250 MB behind per 10M messages (2.5 GB for a 100M-message day) and backfills fill
+the disk.
 
 Runs older than `staging_keep_days` are removed; the GX project (`<staging>/gx`: every audit's
 results and the Data Docs) and anything that is not a run folder are left alone."""
