@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-SUITES = Path(os.environ.get("BILLING_EXPECTATIONS")
-              or Path(__file__).resolve().parent.parent / "expectations")
+from billing_jobs import shipped
+
+SUITES = Path(os.environ.get("BILLING_EXPECTATIONS") or shipped("expectations"))
 TABLES = ("conversation_starts", "invoice_lines", "accepted_messages", "run_totals")
 
 

@@ -16,7 +16,9 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+from billing_jobs import shipped
+
+SQL_DIR = shipped("sql")
 DDL = sorted((SQL_DIR / "ddl").glob("*.sql")) + sorted((SQL_DIR / "views").glob("*.sql"))
 DAY_TABLES = ("conversation_starts", "invoice_lines", "session_anomalies", "quarantined_messages")
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
