@@ -74,3 +74,17 @@ def test_the_limit_is_at_least_one_day(settings, capsys):
     assert cli.main(["prune-staging", "--staging", settings.staging, "--keep-days", "0.5"]) == 1
     assert cli.main(["prune-staging", "--staging", settings.staging, "--keep-days", "x"]) == 1
     assert "--keep-days must be a number of days, got 'x'" in capsys.readouterr().err
+
+
+def test_the_dag_task_prunes_with_the_configured_limit(settings, monkeypatch):
+    from billing_jobs import orchestration
+
+    run = pipeline.run_day(settings, DAY)["run_id"]
+    [staged] = staged_runs(settings.staging)
+    _age(staged.folder, 5)
+    monkeypatch.setenv("BILLING_STAGING", settings.staging)
+    monkeypatch.setenv("BILLING_STAGING_KEEP_DAYS", "7")
+    assert orchestration.prune_staging() == []
+    monkeypatch.setenv("BILLING_STAGING_KEEP_DAYS", "3")
+    assert orchestration.prune_staging() == [str(staged.folder)]
+    assert staged.folder.name == run and not staged.folder.exists()
