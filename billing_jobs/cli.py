@@ -177,8 +177,8 @@ def cmd_prune_staging(args: argparse.Namespace) -> None:
 
     try:
         settings = Settings.resolve(staging=args.staging, staging_keep_days=args.keep_days)
-    except ValueError:
-        raise UsageError(f"--keep-days must be a number of days, got {args.keep_days!r}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if settings.staging_keep_days < 1:
         raise UsageError(f"--keep-days must be at least 1, got {settings.staging_keep_days:g}")
     runs = prune(settings.staging, settings.staging_keep_days, dry_run=args.dry_run)

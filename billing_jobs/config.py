@@ -55,6 +55,10 @@ class Settings:
             values[key] = value
         if values["reference"] is None:
             values["reference"] = os.path.join(values["source"], "reference")
-        values["lock_wait_s"] = float(values["lock_wait_s"])
-        values["staging_keep_days"] = float(values["staging_keep_days"])
+        for key in ("lock_wait_s", "staging_keep_days"):
+            try:
+                values[key] = float(values[key])
+            except ValueError:
+                raise ValueError(f"{key} ({ENVIRONMENT[key]}) must be a number, "
+                                 f"got {values[key]!r}") from None
         return cls(**values)

@@ -73,7 +73,8 @@ def test_the_limit_is_at_least_one_day(settings, capsys):
         prune(settings.staging, 0)
     assert cli.main(["prune-staging", "--staging", settings.staging, "--keep-days", "0.5"]) == 1
     assert cli.main(["prune-staging", "--staging", settings.staging, "--keep-days", "x"]) == 1
-    assert "--keep-days must be a number of days, got 'x'" in capsys.readouterr().err
+    assert "staging_keep_days (BILLING_STAGING_KEEP_DAYS) must be a number, got 'x'" in \
+        capsys.readouterr().err
 
 
 def test_the_dag_task_prunes_with_the_configured_limit(settings, monkeypatch):
