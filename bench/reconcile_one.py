@@ -37,7 +37,7 @@ def job_engine(folder: Path):
     scratch = Path(tempfile.mkdtemp(prefix="bench-job-"))
     settings = Settings.resolve(source=str(folder.parent), staging=str(scratch / "staging"),
                                 warehouse_url=f"duckdb:///{scratch}/warehouse.duckdb")
-    done = pipeline.run_day(settings, _day(folder))
+    done = pipeline.run_day(settings, _day(folder), shards=1)  # unsharded: one process
     return done["starts_on_day"], str(done["amount"].normalize()), done["seconds"]
 
 

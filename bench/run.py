@@ -78,17 +78,16 @@ def measure(impl: str, messages_dir: Path) -> dict:
 
 
 def measure_sharded(messages_dir: Path, rows_per_shard: int, parallel: int) -> dict:
-    """The sharded day as `billing_daily` runs it: plan, the shards (`parallel` at a time, like a
-    LocalExecutor on this machine), combine, audit and publish, each task in its own process.
-    Wall time counts every process start, as Airflow's would; the peak is the largest task's."""
-    import pyarrow.parquet as pq
-
-    rows = sum(pq.read_metadata(p).num_rows for p in messages_dir.rglob("*.parquet"))
-    shards = max(1, round(rows / rows_per_shard))
+    """The sharded day as `billing_daily` runs it: plan (one shard per `rows_per_shard` rows of
+    the D-2..D window, as the nightly run decides), the split tasks and then the shards
+    (`parallel` at a time, like a LocalExecutor on this machine), combine, audit and publish, each
+    task in its own process. Wall time counts every process start, as Airflow's would; the peak
+    is the largest task's."""
     day = max(p.name[5:] for p in messages_dir.glob("date=*"))
     scratch = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
     env = {"BILLING_SOURCE": str(messages_dir.parent), "BILLING_STAGING": str(scratch / "staging"),
-           "BILLING_WAREHOUSE_URL": f"duckdb:///{scratch}/warehouse.duckdb"}
+           "BILLING_WAREHOUSE_URL": f"duckdb:///{scratch}/warehouse.duckdb",
+           "BILLING_ROWS_PER_SHARD": str(rows_per_shard)}
     seconds, peaks = {}, {}
 
     def run(step: str, *args: str) -> dict:
@@ -99,16 +98,21 @@ def measure_sharded(messages_dir: Path, rows_per_shard: int, parallel: int) -> d
         peaks[step] = result["peak_rss_mib"]
         return result
 
+    def mapped(step: str, folder: str, count: int) -> None:
+        clock, todo, running, task_peaks = time.perf_counter(), list(range(count)), {}, []
+        while todo or running:
+            while todo and len(running) < parallel:
+                proc = _start(["bench.task", step, folder, str(todo.pop(0))], env)
+                running[proc.pid] = proc
+            pid, status, usage = os.wait4(-1, 0)
+            task_peaks.append(_reap(running.pop(pid), status, usage)["peak_rss_mib"])
+        seconds[step], peaks[step] = time.perf_counter() - clock, max(task_peaks)
+
     started = time.perf_counter()
-    folder = run("plan", day, str(shards))["value"]
-    clock, todo, running, shard_peaks = time.perf_counter(), list(range(shards)), {}, []
-    while todo or running:
-        while todo and len(running) < parallel:
-            proc = _start(["bench.task", "write_shard", folder, str(todo.pop(0))], env)
-            running[proc.pid] = proc
-        pid, status, usage = os.wait4(-1, 0)
-        shard_peaks.append(_reap(running.pop(pid), status, usage)["peak_rss_mib"])
-    seconds["write_shard"], peaks["write_shard"] = time.perf_counter() - clock, max(shard_peaks)
+    folder = run("plan", day)["value"]
+    shards = json.loads((Path(folder) / "plan.json").read_text())["shards"]
+    mapped("split", folder, shards)
+    mapped("write_shard", folder, shards)
     run("combine", folder)
     run("audit", folder)
     done = run("publish", folder)["value"]
@@ -216,7 +220,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--what", choices=["reconcile", "job", "sharded", "all"], default="all")
     parser.add_argument("--rows-per-shard", type=int, default=5_000_000,
-                        help="sharded: the number of shards is the day's rows / this")
+                        help="sharded: BILLING_ROWS_PER_SHARD, rows of D-2..D per shard")
     parser.add_argument("--parallel", type=int, default=2,
                         help="sharded: shards run side by side (this machine has 2 cores)")
     parser.add_argument("--data", type=Path, default=DATA, help="where generated days are cached")

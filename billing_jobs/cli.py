@@ -250,8 +250,9 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--warehouse", help="SQLAlchemy URL (default $BILLING_WAREHOUSE_URL or "
                                        "duckdb:///var/warehouse.duckdb)")
     u.add_argument("--dry-run", action="store_true", help="write and audit, publish nothing")
-    u.add_argument("--shards", type=_positive, default=1,
-                   help="compute the day in N pieces by line (bounded memory; same result)")
+    u.add_argument("--shards", type=_positive, default=None,
+                   help="compute the day in N pieces by line (bounded memory; same result); "
+                        "default: one per $BILLING_ROWS_PER_SHARD (5M) rows of D-2..D")
     u.set_defaults(func=cmd_run)
 
     s = sub.add_parser("restate", help="re-bill published days whose input partitions changed")

@@ -17,6 +17,7 @@ DEFAULTS = {
     "staging": "var/staging",
     "lock_wait_s": "120",
     "staging_keep_days": "14",
+    "rows_per_shard": "5000000",
 }
 ENVIRONMENT = {
     "source": "BILLING_SOURCE",
@@ -27,6 +28,7 @@ ENVIRONMENT = {
     "staging": "BILLING_STAGING",
     "lock_wait_s": "BILLING_LOCK_WAIT_S",
     "staging_keep_days": "BILLING_STAGING_KEEP_DAYS",
+    "rows_per_shard": "BILLING_ROWS_PER_SHARD",
 }
 
 
@@ -40,6 +42,7 @@ class Settings:
     staging: str  # where a run writes its results before they are audited and published
     lock_wait_s: float  # how long to wait for a busy warehouse or date lock
     staging_keep_days: float = 14.0  # staged runs older than this are pruned (staging.py)
+    rows_per_shard: float = 5e6  # rows of the D-2..D window per shard when not told (shards.py)
 
     @property
     def uses_demo_secret(self) -> bool:
@@ -55,7 +58,7 @@ class Settings:
             values[key] = value
         if values["reference"] is None:
             values["reference"] = os.path.join(values["source"], "reference")
-        for key in ("lock_wait_s", "staging_keep_days"):
+        for key in ("lock_wait_s", "staging_keep_days", "rows_per_shard"):
             try:
                 values[key] = float(values[key])
             except ValueError:

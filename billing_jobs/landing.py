@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,12 +134,38 @@ def partition_files(source: str | Path, day: dt.date) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
 
 
-def read_raw(path: Path, rows_filter=None) -> pa.Table:
+TEXT_BYTES_PER_ROW = 80  # a short CSV row; JSONL rows are longer, so this errs towards more rows
+
+
+def estimated_rows(files: list[Path]) -> int:
+    """Rows in `files` without reading them: parquet footers say; CSV and JSONL are estimated from
+    their size (generously: too many shards cost time, too few cost memory)."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for path in files:
+        try:
+            if path.suffix == ".parquet":
+                where = arrow_source(path)
+                rows += pq.read_metadata(where["source"],
+                                         filesystem=where.get("filesystem")).num_rows
+            else:
+                rows += path.stat().st_size // TEXT_BYTES_PER_ROW + 1
+        except (pa.ArrowException, OSError) as exc:
+            raise _unreadable(path, exc) from exc
+    return rows
+
+
+def _unreadable(path: Path, exc: Exception) -> LandingError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return LandingError(f"{path}: cannot read file: {first_line}")
+
+
+def read_raw(path: Path) -> pa.Table:
     """One file as read, before validation. Raises LandingError naming the file if unreadable.
 
     Only contract columns are kept (others are ignored, as the contract allows); low-cardinality
-    columns are read dictionary-encoded where the format allows it. `rows_filter`, an Arrow
-    expression, keeps only matching rows of a parquet file as it is read (shards use it)."""
+    columns are read dictionary-encoded where the format allows it."""
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -149,7 +176,6 @@ def read_raw(path: Path, rows_filter=None) -> pa.Table:
                 **where,
                 columns=[c for c in CONTRACT_COLUMNS if c in names],
                 read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names],
-                filters=rows_filter,
             )
         elif path.suffix == ".csv":
             import pyarrow.csv as pcsv
@@ -181,8 +207,7 @@ def read_raw(path: Path, rows_filter=None) -> pa.Table:
     except LandingError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LandingError(f"{path}: cannot read file: {first_line}") from exc
+        raise _unreadable(path, exc) from exc
     return table
 
 
@@ -190,20 +215,21 @@ def read_files(
     paths: list[Path],
     partition_date: dt.date | None | str = "infer",
     lines: dict[str, str] | None = None,
-    shard: tuple[int, int] | None = None,
+    reader: Callable[[int, Path], tuple[pa.Table, np.ndarray] | None] | None = None,
 ) -> Batch:
     """Read and validate files; `partition_date="infer"` takes it from each file's directory.
 
-    With `shard=(k, n)` only the rows whose line falls in shard k of n are read (see shards.py);
-    their row numbers stay those of the whole file."""
+    `reader(i, path)`, if given, returns some rows of the i-th file and their 1-based row numbers
+    in that file, or None for none of them (a shard reads its piece of each file: shards.py)."""
     valid, quarantined, rows = [], [], 0
-    for path in paths:
-        if shard is None:
+    for i, path in enumerate(paths):
+        if reader is None:
             raw, numbers = read_raw(path), None
         else:
-            from billing_jobs.shards import read_shard_rows
-
-            raw, numbers = read_shard_rows(path, *shard)
+            piece = reader(i, path)
+            if piece is None:
+                continue
+            raw, numbers = piece
         day = partition_date_of(path) if partition_date == "infer" else partition_date
         ok, bad = validate(raw, str(path), day, lines, numbers)
         rows += raw.num_rows

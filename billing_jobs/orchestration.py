@@ -69,8 +69,9 @@ def partition_complete(day: str) -> bool:
     return (location(settings().source) / "messages" / f"date={day}" / "_SUCCESS").exists()
 
 
-def plan(day: str, shards: int) -> str:
-    """The run folder; its plan.json says how many shards to map the write over."""
+def plan(day: str, shards: int | None) -> str:
+    """The run folder; its plan.json says how many shards to map the split and the write over
+    (None: one per `BILLING_ROWS_PER_SHARD` rows of the window)."""
     from billing_jobs import pipeline
 
     return str(pipeline.plan_sharded(settings(), dt.date.fromisoformat(day), shards))
@@ -84,6 +85,12 @@ def _plan(folder: str) -> dict:
 
 def shard_numbers(folder: str) -> list[int]:
     return list(range(_plan(folder)["shards"]))
+
+
+def split(folder: str, part: int) -> list[int]:
+    from billing_jobs.shards import split as split_files
+
+    return split_files(Path(folder), part)
 
 
 def write_shard(folder: str, shard: int) -> str:

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import uuid
 from pathlib import Path
 
@@ -106,7 +107,18 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
     return folder
 
 
-def plan_sharded(settings: Settings, day: dt.date, shards: int = 1,
+def shards_needed(settings: Settings, day: dt.date) -> int:
+    """One shard per `rows_per_shard` rows of the D-2..D window: what a shard holds in memory is
+    its share of the whole window, not of D alone (a steady 100M-message day reads 300M rows)."""
+    files, _ = window_files(_require_partition(settings, day), day, fingerprints=False)
+    return _shards_for(settings, files)
+
+
+def _shards_for(settings: Settings, files: list[Path]) -> int:
+    return max(1, math.ceil(landing.estimated_rows(files) / settings.rows_per_shard))
+
+
+def plan_sharded(settings: Settings, day: dt.date, shards: int | None = 1,
                  run_id: str | None = None) -> Path:
     """The run folder of a sharded run, with what every shard and the combine step share
     (`plan.json`: the run, the files every shard reads and their partitions' fingerprints, the
@@ -116,6 +128,8 @@ def plan_sharded(settings: Settings, day: dt.date, shards: int = 1,
     run_id = run_id or f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
     source = _require_partition(settings, day)
     files, partitions = window_files(source, day)
+    if shards is None:
+        shards = _shards_for(settings, files)
     folder = Path(settings.staging) / day.isoformat() / run_id
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "plan.json").write_text(json.dumps({
@@ -130,6 +144,8 @@ def write_sharded(settings: Settings, day: dt.date, shards: int, run_id: str | N
     from billing_jobs import shards as sharding
 
     folder = plan_sharded(settings, day, shards, run_id)
+    for k in range(shards):
+        sharding.split(folder, k)
     for k in range(shards):
         sharding.write_shard(settings, day, folder, k, shards)
     folder = combine_shards(settings, folder)
@@ -156,13 +172,14 @@ def _require_partition(settings: Settings, day: dt.date) -> Path:
     return source
 
 
-def window_files(source: Path, day: dt.date) -> tuple[list[Path], dict[str, str | None]]:
-    """The files of partitions D-2..D and each partition's fingerprint."""
+def window_files(source: Path, day: dt.date, fingerprints: bool = True
+                 ) -> tuple[list[Path], dict[str, str | None]]:
+    """The files of partitions D-2..D and each partition's fingerprint (content hash)."""
     files, partitions = [], {}
     for part in partitions_read(day):
         found = landing.partition_files(source, part)
         files += found
-        partitions[part.isoformat()] = fingerprint(found) if found else None
+        partitions[part.isoformat()] = fingerprint(found) if found and fingerprints else None
     return files, partitions
 
 
@@ -454,14 +471,17 @@ def record_failure(settings: Settings, day: dt.date, run_id: str, started: dt.da
         pass  # the warehouse itself is the problem; the caller reports the original error
 
 
-def run_day(settings: Settings, day: dt.date, dry_run: bool = False, shards: int = 1) -> dict:
-    """write (in `shards` pieces if more than one), audit, publish (or only write and audit with
-    `dry_run`)."""
+def run_day(settings: Settings, day: dt.date, dry_run: bool = False,
+            shards: int | None = None) -> dict:
+    """write (in `shards` pieces if more than one; None: as many as the window's rows need),
+    audit, publish (or only write and audit with `dry_run`)."""
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
     folder = None
     clock = _Clock()
     try:
+        if shards is None:
+            shards = shards_needed(settings, day)
         if shards > 1:
             folder = write_sharded(settings, day, shards, run_id)
         else:

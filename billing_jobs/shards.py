@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import zlib
 from pathlib import Path
 
@@ -25,10 +26,11 @@ import pyarrow.parquet as pq
 
 from billing_jobs import landing
 from billing_jobs.config import Settings
-from billing_jobs.tables import distinct_sorted
+from billing_jobs.tables import distinct_sorted, take_rows
 
 SHARD_TABLES = ("conversation_starts", "session_anomalies", "quarantined_messages",
                 "accepted_messages")
+ROW = "__row"  # a split piece's column: the row's 1-based number in its file
 
 
 def shard_of(line_id: str | None, shards: int) -> int:
@@ -37,39 +39,52 @@ def shard_of(line_id: str | None, shards: int) -> int:
     return 0 if line_id is None else zlib.crc32(line_id.encode()) % shards
 
 
-def read_shard_rows(path: Path, shard: int, shards: int) -> tuple[pa.Table, np.ndarray]:
-    """The rows of one file whose line is in `shard`, and their 1-based row numbers in the file.
-    Parquet files are filtered as they are read, so a shard holds only its own rows in memory."""
-    parquet = path.suffix == ".parquet"
-    where = landing.arrow_source(path) if parquet else {}
-    if parquet and "line_id" in pq.read_schema(where["source"],
-                                               filesystem=where.get("filesystem")).names:
-        lines = pq.read_table(**where, columns=["line_id"]).column("line_id")  # one column: cheap
-    elif parquet:  # no line_id at all: every row is quarantined, in shard 0
-        everything = landing.read_raw(path)
-        numbers = np.arange(1, everything.num_rows + 1)
-        return (everything, numbers) if shard == 0 else (everything.slice(0, 0), numbers[:0])
-    else:
-        raw = landing.read_raw(path)
-        lines = raw.column("line_id") if "line_id" in raw.column_names else pa.chunked_array(
-            [pa.nulls(raw.num_rows, pa.string())])
-    values = pc.unique(lines.cast(pa.string())).to_pylist()
-    mine = [v for v in values if v is not None and shard_of(v, shards) == shard]
-    selected = pc.is_in(lines.cast(pa.string()), value_set=pa.array(mine, pa.string()))
-    if shard == 0:  # rows without a line: shard 0, where they are quarantined
-        selected = pc.or_(selected, pc.is_null(lines))
-    numbers = np.flatnonzero(selected.to_numpy(zero_copy_only=False)) + 1
-    if parquet:
-        wanted = pc.field("line_id").isin(pa.array(mine, pa.string()))
-        if shard == 0:
-            wanted = wanted | pc.field("line_id").is_null()
-        raw = landing.read_raw(path, rows_filter=wanted)
-    else:
-        raw = raw.filter(selected)
-    if raw.num_rows != len(numbers):  # the filter and the row numbers must agree
-        raise landing.LandingError(f"{path}: shard {shard}/{shards} read {raw.num_rows} rows, "
-                                   f"expected {len(numbers)}")
-    return raw, numbers
+def split(folder: Path, part: int) -> list[int]:
+    """Split task `part` (of as many as there are shards): reads each of its files of the plan
+    (file i goes to task i mod N) once, whole, and writes the rows of every shard to
+    `split/<k>/<i>.parquet` with their 1-based row numbers in the file. Each shard then reads only
+    its own rows, so the work grows with the day, not with the day times the number of shards.
+    Returns the file numbers split."""
+    plan = json.loads((folder / "plan.json").read_text())
+    shards = plan["shards"]
+    done = []
+    for i, name in enumerate(plan["files"]):
+        if i % shards == part:
+            _split_file(landing.location(name), i, folder, shards)
+            done.append(i)
+    return done
+
+
+def _split_file(path: Path, i: int, folder: Path, shards: int) -> None:
+    raw = landing.read_raw(path)
+    if "line_id" in raw.column_names:
+        lines = pc.dictionary_encode(raw.column("line_id").cast(pa.string())).combine_chunks()
+        per_value = np.array([shard_of(v, shards) for v in lines.dictionary.to_pylist()] + [0],
+                             dtype=np.int32)
+        codes = pc.fill_null(lines.indices, len(per_value) - 1).to_numpy(zero_copy_only=False)
+        assigned = per_value[codes]  # a row without a line: shard 0, where it is quarantined
+    else:  # no line_id at all: every row is quarantined, in shard 0
+        assigned = np.zeros(raw.num_rows, dtype=np.int32)
+    for k in np.unique(assigned):  # few distinct values: np.unique is fine here
+        rows = np.flatnonzero(assigned == k)
+        piece = take_rows(raw, rows).append_column(ROW, pa.array(rows + 1, pa.int64()))
+        out = folder / "split" / str(int(k)) / f"{i}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(piece, out.with_suffix(".tmp"))
+        out.with_suffix(".tmp").rename(out)  # a retried task never leaves half a piece
+    marker = folder / "split" / "done" / str(i)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def read_piece(folder: Path, shard: int, i: int) -> tuple[pa.Table, np.ndarray] | None:
+    """Shard `shard`'s rows of the plan's file i and their row numbers, or None if it has none."""
+    path = folder / "split" / str(shard) / f"{i}.parquet"
+    if not path.exists():
+        return None
+    piece = pq.read_table(path)
+    numbers = piece.column(ROW).to_numpy()
+    return piece.drop_columns([ROW]), numbers
 
 
 def id_hashes(valid: pa.Table) -> np.ndarray:
@@ -85,14 +100,21 @@ def id_hashes(valid: pa.Table) -> np.ndarray:
 
 
 def write_shard(settings: Settings, day: dt.date, folder: Path, shard: int, shards: int) -> Path:
-    """Compute one shard of the day into `<folder>/shards/<k>/`, from the files of its plan."""
+    """Compute one shard of the day into `<folder>/shards/<k>/`, from its pieces of the plan's
+    files (written by split())."""
     from billing_jobs import pipeline
     from billing_jobs.reference_data import load_reference
 
     reference = load_reference(settings.reference)
     plan = json.loads((folder / "plan.json").read_text())
     files = [landing.location(f) for f in plan["files"]]
-    batch = landing.read_files(files, lines=reference.line_owners, shard=(shard, shards))
+    unsplit = [str(f) for i, f in enumerate(files)
+               if not (folder / "split" / "done" / str(i)).exists()]
+    if unsplit:
+        raise pipeline.RunError(f"shard {shard}: {len(unsplit)} file(s) not split yet, e.g. "
+                                f"{unsplit[0]}: run the split tasks first")
+    batch = landing.read_files(files, lines=reference.line_owners,
+                               reader=lambda i, _: read_piece(folder, shard, i))
     hashes = id_hashes(batch.valid)
     tables, counts = pipeline.compute(settings, reference, day, batch)
     out = folder / "shards" / str(shard)
@@ -140,6 +162,7 @@ def combine(settings: Settings, day: dt.date, folder: Path, shards: int, meta: d
             counts[key] = counts.get(key, 0) + value
     pipeline.stage_run(folder, tables, counts, {**meta, "reference_hash":
                                                 infos[0]["reference_hash"], "shards": shards})
+    shutil.rmtree(folder / "split", ignore_errors=True)  # a copy of the input; the shards stay
     return folder
 
 

@@ -3,8 +3,8 @@
 
 Bills one UTC day of WhatsApp conversation starts per run: waits for the day's `_SUCCESS` marker
 in the landing zone, then **writes** (reconcile and price D from partitions D-2..D into a staged
-run, in `shards` pieces by line: mapped tasks that executors spread over workers, then
-combined), **audits** (Great Expectations; a failure stops here and names the expectation) and
+run, in `shards` pieces by line: mapped tasks that executors spread over workers, each file of
+the window split once by shard, then each shard computed, then combined), **audits** (Great Expectations; a failure stops here and names the expectation) and
 **publishes** (replaces D's rows in the warehouse in one transaction). A nightly run then
 **restates** published days of the last `restate_days` whose inputs changed (late files) and
 **prunes** staged runs older than `BILLING_STAGING_KEEP_DAYS` (14).
@@ -57,8 +57,9 @@ INVOICE_LINES = Asset(name="billing_invoice_lines", uri="billing://warehouse/inv
                          description="Write and audit, but publish nothing."),
         "restate_days": Param(35, type="integer", minimum=0, maximum=366,
                               description="Scheduled runs re-bill changed days this far back."),
-        "shards": Param(1, type="integer", minimum=1, maximum=256,
-                        description="Compute the day in this many pieces (by line)."),
+        "shards": Param(None, type=["null", "integer"], minimum=1, maximum=256,
+                        description="Compute the day in this many pieces (by line); empty: one "
+                                    "per BILLING_ROWS_PER_SHARD (5M) rows of D-2..D."),
     },
 )
 def billing_daily():
@@ -86,6 +87,12 @@ def billing_daily():
         from billing_jobs.orchestration import shard_numbers
 
         return shard_numbers(folder)
+
+    @task
+    def split(folder: str, part: int) -> list[int]:
+        from billing_jobs.orchestration import split
+
+        return split(folder, part)
 
     @task
     def write_shard(folder: str, shard: int) -> str:
@@ -139,9 +146,11 @@ def billing_daily():
 
     day = wait_for_partition(billing_date())
     folder = plan(day)
-    written = write_shard.partial(folder=folder).expand(shard=shard_numbers(folder))
+    numbers = shard_numbers(folder)
+    pieces = split.partial(folder=folder).expand(part=numbers)
+    written = write_shard.partial(folder=folder).expand(shard=numbers)
     combined = combine(folder)
-    written >> combined
+    pieces >> written >> combined
     published = publish(audit(combined))
     published >> [restate_late_data(day), prune_staging()]
 

@@ -67,8 +67,10 @@ def test_billing_daily_structure(dagbag):
     assert dag.max_active_runs == 3 and not dag.catchup
     assert dag.timetable.__class__.__name__ == "CronDataIntervalTimetable"
     order = {t.task_id: {d for d in t.downstream_task_ids} for t in dag.tasks}
-    assert order["plan"] >= {"shard_numbers", "write_shard", "combine"}
+    assert order["plan"] >= {"shard_numbers", "split", "write_shard", "combine"}
+    assert order["split"] == {"write_shard"}  # every file split before any shard reads
     assert order["write_shard"] == {"combine"}
+    assert "MappedOperator" in type(dag.get_task("split")).__name__
     assert order["combine"] == {"audit"} and order["audit"] == {"publish"}
     assert "MappedOperator" in type(dag.get_task("write_shard")).__name__  # spread by executors
     assert order["publish"] == {"restate_late_data", "prune_staging"}
@@ -76,6 +78,7 @@ def test_billing_daily_structure(dagbag):
     assert dag.get_task("publish").outlets[0].name == "billing_invoice_lines"
     assert dag.get_task("audit").retries == 0
     assert set(dag.params) >= {"billing_date", "dry_run", "restate_days", "shards"}
+    assert dag.params["shards"] is None  # the nightly run sizes its shards by its window
 
 
 def test_a_run_bills_the_utc_date_of_its_logical_date():

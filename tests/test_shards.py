@@ -108,7 +108,7 @@ def test_shared_ids_are_counted_range_by_range(tmp_path):
 def test_shards_read_the_files_of_their_plan_not_a_late_arrival(landing, tmp_path):
     """A late file landing while the shards run is not half-read by the shards still to come:
     every shard reads the plan's files, and restatement picks the late file up later."""
-    from billing_jobs.shards import write_shard
+    from billing_jobs.shards import split, write_shard
 
     source = tmp_path / "landing"
     shutil.copytree(landing, source)
@@ -118,6 +118,10 @@ def test_shards_read_the_files_of_their_plan_not_a_late_arrival(landing, tmp_pat
     expected = pipeline.run_day(dataclasses.replace(
         settings, staging=str(tmp_path / "one")), day)["rows_read"]
     folder = pipeline.plan_sharded(settings, day, shards=4)
+    with pytest.raises(pipeline.RunError, match="not split yet"):
+        write_shard(settings, day, folder, 0, 4)
+    for k in range(4):
+        split(folder, k)
     write_shard(settings, day, folder, 0, 4)
     line = next(f"L{i:04d}" for i in range(1, 100) if shard_of(f"L{i:04d}", 4) != 0)
     late = {"message_id": "late-1", "customer_id": "C001", "line_id": line,
@@ -129,6 +133,7 @@ def test_shards_read_the_files_of_their_plan_not_a_late_arrival(landing, tmp_pat
     pipeline.combine_shards(settings, folder)
     run = json.loads((folder / "run.json").read_text())
     assert run["counts"]["rows_read"] == expected
+    assert not (folder / "split").exists()  # the split copy of the input is gone after combine
     assert run["partitions"] == json.loads((folder / "plan.json").read_text())["partitions"]
 
 
@@ -141,3 +146,27 @@ def test_distinct_sorted_is_np_unique():
     for n in (0, 1, 2, 1000):
         values = rng.integers(0, 50, n).astype(np.uint64)
         assert distinct_sorted(values).tolist() == np.unique(values).tolist()
+
+
+def test_without_a_shard_count_a_day_gets_one_per_rows_per_shard_of_its_window(landing, tmp_path):
+    """The nightly schedule names no count: a shard holds its share of all of D-2..D (what is in
+    memory), so a day grows shards as traffic grows instead of outgrowing one process."""
+    day = START + dt.timedelta(days=2)
+    window = sum(pipeline.landing.estimated_rows(pipeline.landing.partition_files(landing, d))
+                 for d in pipeline.partitions_read(day))
+    assert window > 18_000  # three days of 6,000 messages and the text files' estimates
+    settings = Settings.resolve(source=str(landing), staging=str(tmp_path / "staging"),
+                                warehouse_url=f"duckdb:///{tmp_path}/w.duckdb",
+                                rows_per_shard="5000")
+    expected = -(-window // 5000)
+    assert expected > 1
+    assert pipeline.shards_needed(settings, day) == expected
+    folder = pipeline.plan_sharded(settings, day, shards=None)
+    assert json.loads((folder / "plan.json").read_text())["shards"] == expected
+    auto = pipeline.run_day(settings, day)
+    one = pipeline.run_day(dataclasses.replace(settings, rows_per_shard=1e9,
+                                               warehouse_url=f"duckdb:///{tmp_path}/one.duckdb"),
+                           day)
+    assert published(settings.warehouse_url, day) == published(
+        f"duckdb:///{tmp_path}/one.duckdb", day)
+    assert (auto["starts_on_day"], auto["amount"]) == (one["starts_on_day"], one["amount"])
