@@ -6,7 +6,8 @@ Airflow task calls (`billing_jobs.orchestration`), so the parent reads that task
     python -m bench.task combine|audit|publish FOLDER
 
 Settings come from the environment (BILLING_SOURCE, BILLING_STAGING, BILLING_WAREHOUSE_URL,
-BILLING_ROWS_PER_SHARD), as on a worker without Airflow Variables. Prints one JSON line: the task's return value and seconds.
+BILLING_ROWS_PER_SHARD), as on a worker without Airflow Variables. Prints one JSON line: the
+task's return value and seconds.
 """
 
 from __future__ import annotations
