@@ -7,6 +7,8 @@ DEMO_START ?= 2026-03-01
 DEMO_END ?= 2026-03-03
 BENCH_SIZES ?= 1000000 10000000
 BENCH_SHARDED_SIZES ?= 1000000 10000000 100000000
+# steady state: three days of this many messages each, the third billed (a full D-2..D window)
+BENCH_STEADY_SIZES ?= 10000000 100000000
 
 AIRFLOW_PORT ?= 8080
 # Airflow for the demo and `make airflow`: its own home under var/, our DAGs, the demo data.
@@ -60,6 +62,7 @@ bench: install
 	$(PY) -m bench.run $(BENCH_SIZES) --what reconcile
 	$(PY) -m bench.run $(BENCH_SIZES) --what job
 	$(PY) -m bench.run $(BENCH_SHARDED_SIZES) --what sharded --repeat 1
+	$(PY) -m bench.run $(BENCH_STEADY_SIZES) --what sharded --repeat 1 --days 3
 
 # Regenerate the lock after changing pyproject.toml: a fresh venv, the newest allowed versions.
 constraints:

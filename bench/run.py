@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from billing_jobs.config import DEFAULTS
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "var" / "bench"
 RESULTS = ROOT / "bench" / "results"
@@ -30,17 +32,25 @@ START = dt.date(2026, 3, 1)
 TARGETS = {("sharded", 10_000_000): (60, 4096), ("sharded", 100_000_000): (900, 4096)}
 
 
-def dataset(messages: int, seed: int, data: Path = DATA) -> Path:
-    """The cached input; a change to the generator makes a new one."""
+def dataset(messages: int, seed: int, data: Path = DATA, days: int = 1) -> Path:
+    """The cached input: `days` days of `messages` each (the last is billed; with 3 its window is
+    full, as in a steady nightly run); a change to the generator makes a new one. Generated in a
+    child process: a child forked from a large parent reports the parent's size as its peak."""
     import hashlib
 
     version = hashlib.sha256((ROOT / "billing_jobs" / "generate.py").read_bytes()).hexdigest()[:8]
-    folder = data / f"day-{messages}-seed{seed}-{version}"
-    if not (folder / "messages" / f"date={START}" / "_SUCCESS").exists():
-        from billing_jobs.generate import generate
-
-        print(f"generating {messages:,} messages (seed {seed}) into {folder} ...", flush=True)
-        generate(folder, START, days=1, messages_per_day=messages, seed=seed)
+    folder = data / (f"day-{messages}-seed{seed}-{version}" if days == 1
+                     else f"days{days}-{messages}-seed{seed}-{version}")
+    last = START + dt.timedelta(days=days - 1)
+    if not (folder / "messages" / f"date={last}" / "_SUCCESS").exists():
+        print(f"generating {days} x {messages:,} messages (seed {seed}) into {folder} ...",
+              flush=True)
+        subprocess.run([sys.executable, "-c", "import sys, datetime as dt; "
+                        "from billing_jobs.generate import generate; "
+                        "generate(sys.argv[1], dt.date.fromisoformat(sys.argv[2]), "
+                        "days=int(sys.argv[3]), messages_per_day=int(sys.argv[4]), "
+                        "seed=int(sys.argv[5]))", str(folder), str(START), str(days),
+                        str(messages), str(seed)], cwd=ROOT, check=True)
     return folder / "messages"
 
 
@@ -219,8 +229,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--what", choices=["reconcile", "job", "sharded", "all"], default="all")
-    parser.add_argument("--rows-per-shard", type=int, default=5_000_000,
+    parser.add_argument("--rows-per-shard", type=int,
+                        default=int(float(DEFAULTS["rows_per_shard"])),
                         help="sharded: BILLING_ROWS_PER_SHARD, rows of D-2..D per shard")
+    parser.add_argument("--days", type=int, default=1,
+                        help="days generated, the last one billed (3: a full D-2..D window)")
     parser.add_argument("--parallel", type=int, default=2,
                         help="sharded: shards run side by side (this machine has 2 cores)")
     parser.add_argument("--data", type=Path, default=DATA, help="where generated days are cached")
@@ -230,10 +243,11 @@ def main() -> None:
     rows = []
     for kind in (("reconcile", "job", "sharded") if args.what == "all" else (args.what,)):
         for size in args.sizes:
-            messages_dir = dataset(size, args.seed, args.data)
+            messages_dir = dataset(size, args.seed, args.data, args.days)
             rows += (sharded(size, messages_dir, args.repeat, args.rows_per_shard, args.parallel)
                      if kind == "sharded" else compare(kind, size, messages_dir, args.repeat))
-    (args.results / f"bench-{args.what}.json").write_text(json.dumps(rows, indent=2))
+    name = args.what if args.days == 1 else f"{args.what}-days{args.days}"
+    (args.results / f"bench-{name}.json").write_text(json.dumps(rows, indent=2))
     print()
     print(table(rows))
     missed = missed_targets(rows)

@@ -252,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--dry-run", action="store_true", help="write and audit, publish nothing")
     u.add_argument("--shards", type=_positive, default=None,
                    help="compute the day in N pieces by line (bounded memory; same result); "
-                        "default: one per $BILLING_ROWS_PER_SHARD (5M) rows of D-2..D")
+                        "default: one per $BILLING_ROWS_PER_SHARD (4M) rows of D-2..D")
     u.set_defaults(func=cmd_run)
 
     s = sub.add_parser("restate", help="re-bill published days whose input partitions changed")

@@ -17,7 +17,7 @@ DEFAULTS = {
     "staging": "var/staging",
     "lock_wait_s": "120",
     "staging_keep_days": "14",
-    "rows_per_shard": "5000000",
+    "rows_per_shard": "4000000",
 }
 ENVIRONMENT = {
     "source": "BILLING_SOURCE",
@@ -42,7 +42,7 @@ class Settings:
     staging: str  # where a run writes its results before they are audited and published
     lock_wait_s: float  # how long to wait for a busy warehouse or date lock
     staging_keep_days: float = 14.0  # staged runs older than this are pruned (staging.py)
-    rows_per_shard: float = 5e6  # rows of the D-2..D window per shard when not told (shards.py)
+    rows_per_shard: float = 4e6  # rows of the D-2..D window per shard when not told (shards.py)
 
     @property
     def uses_demo_secret(self) -> bool:

@@ -5,7 +5,7 @@ Bills one UTC day of WhatsApp conversation starts per run: waits for the day's `
 in the landing zone, then **writes** (reconcile and price D from partitions D-2..D into a staged
 run, in shards by line: mapped tasks that executors spread over workers; each file of the window
 is split once by shard, each shard computed alone, then combined; the `shards` param, or one
-per 5M rows of the window), **audits** (Great Expectations; a failure stops here and names the
+per 4M rows of the window), **audits** (Great Expectations; a failure stops here and names the
 expectation) and **publishes** (replaces D's rows in the warehouse in one transaction). A
 nightly run then **restates** published days of the last `restate_days` whose inputs changed
 (late files) and **prunes** staged runs older than `BILLING_STAGING_KEEP_DAYS` (14).
@@ -60,7 +60,7 @@ INVOICE_LINES = Asset(name="billing_invoice_lines", uri="billing://warehouse/inv
                               description="Scheduled runs re-bill changed days this far back."),
         "shards": Param(None, type=["null", "integer"], minimum=1, maximum=256,
                         description="Compute the day in this many pieces (by line); empty: one "
-                                    "per BILLING_ROWS_PER_SHARD (5M) rows of D-2..D."),
+                                    "per BILLING_ROWS_PER_SHARD (4M) rows of D-2..D."),
     },
 )
 def billing_daily():
