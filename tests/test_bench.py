@@ -3,6 +3,7 @@ in its own process, bills what a one-process run bills, and fails a day that mis
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -50,3 +51,34 @@ def test_bench_fails_a_day_over_its_targets():
     assert missed_targets([{**row, "messages": 10_000_000, "seconds": 61.0}]) == [
         "sharded 10,000,000: 61.0 s > 60 s"]
     assert missed_targets([{**row, "messages": 1_000_000, "seconds": 9e9}]) == []
+
+
+def test_steady_state_bench_bills_the_last_of_three_days_with_shards_sized_by_its_window(tmp_path):
+    messages = 6_000
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", str(messages), "--what", "sharded", "--repeat", "1",
+         "--days", "3", "--rows-per-shard", "5000", "--data", str(tmp_path / "data"),
+         "--results", str(tmp_path / "results")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [row] = json.loads((tmp_path / "results" / "bench-sharded-days3.json").read_text())
+    assert row["stages"]["shards"] == 4  # 18,000 rows of D-2..D, not 6,000 of D: ceil(18000/5000)
+
+    source = dataset(messages, 42, tmp_path / "data", days=3).parent
+    settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
+                                warehouse_url=f"duckdb:///{tmp_path}/one.duckdb")
+    one = pipeline.run_day(settings, START + dt.timedelta(days=2), shards=1)
+    assert row["digest"] == [one["starts_on_day"], str(one["amount"])]
+
+
+def test_bench_data_is_generated_in_a_child_process(tmp_path):
+    """A task forked from a parent that generated 100M messages would report the parent's size
+    as its own peak (seen: every task at 2,840 MiB)."""
+    code = ("import sys; from pathlib import Path; from bench.run import dataset; "
+            f"dataset(2000, 1, Path({str(tmp_path)!r})); "
+            "print('billing_jobs.generate' in sys.modules)")
+    probe = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert probe.stdout.split()[-1] == "False"
+    assert list((tmp_path).glob("day-2000-seed1-*/messages/date=*/_SUCCESS"))
