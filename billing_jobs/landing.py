@@ -90,8 +90,10 @@ def location(place: str | Path) -> Path:
 def arrow_source(path: Path) -> dict:
     """Where pyarrow's readers find `path`: a local file by name, else through the URL's fsspec
     filesystem."""
-    if isinstance(path, Path) or path.protocol in ("", "file", "local"):
-        return {"source": str(getattr(path, "path", path))}
+    if isinstance(path, Path):
+        return {"source": str(path)}
+    if path.protocol in ("file", "local"):
+        return {"source": path.path}
     return {"source": path.path, "filesystem": path.fs}
 
 

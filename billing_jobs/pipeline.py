@@ -31,6 +31,7 @@ from billing_jobs.contract import RULES_VERSION
 from billing_jobs.pricing import invoice_lines, price_starts
 from billing_jobs.reconcile import reconcile
 from billing_jobs.reference_data import load_reference
+from billing_jobs.tables import release_memory
 
 AUDIT_CHUNK_ROWS = 1_000_000  # rows of starts GX validates at once (memory)
 LOOK_BACK_DAYS = 2  # billing-rules.md, Days: a run for D reads D-2, D-1 and D
@@ -110,8 +111,7 @@ def write(settings: Settings, day: dt.date, run_id: str | None = None) -> Path:
 def shards_needed(settings: Settings, day: dt.date) -> int:
     """One shard per `rows_per_shard` rows of the D-2..D window: what a shard holds in memory is
     its share of the whole window, not of D alone (a steady 100M-message day reads 300M rows)."""
-    files, _ = window_files(_require_partition(settings, day), day, fingerprints=False)
-    return _shards_for(settings, files)
+    return _shards_for(settings, window_listing(_require_partition(settings, day), day))
 
 
 def _shards_for(settings: Settings, files: list[Path]) -> int:
@@ -149,7 +149,7 @@ def write_sharded(settings: Settings, day: dt.date, shards: int, run_id: str | N
     for k in range(shards):
         sharding.write_shard(settings, day, folder, k, shards)
     folder = combine_shards(settings, folder)
-    sharding.release_memory()
+    release_memory()
     return folder
 
 
@@ -172,14 +172,18 @@ def _require_partition(settings: Settings, day: dt.date) -> Path:
     return source
 
 
-def window_files(source: Path, day: dt.date, fingerprints: bool = True
-                 ) -> tuple[list[Path], dict[str, str | None]]:
+def window_listing(source: Path, day: dt.date) -> list[Path]:
+    """The files of partitions D-2..D."""
+    return [f for part in partitions_read(day) for f in landing.partition_files(source, part)]
+
+
+def window_files(source: Path, day: dt.date) -> tuple[list[Path], dict[str, str | None]]:
     """The files of partitions D-2..D and each partition's fingerprint (content hash)."""
     files, partitions = [], {}
     for part in partitions_read(day):
         found = landing.partition_files(source, part)
         files += found
-        partitions[part.isoformat()] = fingerprint(found) if found and fingerprints else None
+        partitions[part.isoformat()] = fingerprint(found) if found else None
     return files, partitions
 
 
@@ -489,7 +493,7 @@ def run_day(settings: Settings, day: dt.date, dry_run: bool = False,
         clock.lap("write")
         audit(folder)
         clock.lap("audit")
-        pa.default_memory_pool().release_unused()
+        release_memory()
         meta = json.loads((folder / "run.json").read_text())
         seconds = meta.get("seconds") or {"write": clock.laps["write"]}
         if dry_run:

@@ -61,6 +61,13 @@ def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     return codes, chunks[0].dictionary
 
 
+def release_memory() -> None:
+    """Hand memory Arrow's allocator keeps for reuse back to the system: without it a process
+    that computes several shards in a row holds every shard's peak (seen: 2.3 GB kept per shard,
+    8 GB for a 100M-message day in one process)."""
+    pa.default_memory_pool().release_unused()
+
+
 def distinct_sorted(values: np.ndarray) -> np.ndarray:
     """`np.unique(values)` by sorting (see the module docstring)."""
     ordered = np.sort(values)
