@@ -31,13 +31,13 @@ def run_duckdb(folder: Path):
 
 def job_engine(folder: Path):
     """The product's daily job for the day, exactly as `billing-jobs run` does it."""
-    from billing_jobs import pipeline
+    from billing_jobs import sequence
     from billing_jobs.config import Settings
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-job-"))
     settings = Settings.resolve(source=str(folder.parent), staging=str(scratch / "staging"),
                                 warehouse_url=f"duckdb:///{scratch}/warehouse.duckdb")
-    done = pipeline.run_day(settings, _day(folder), shards=1)  # unsharded: one process
+    done = sequence.run_day(settings, _day(folder), shards=1)  # unsharded: one process
     return done["starts_on_day"], str(done["amount"].normalize()), done["seconds"]
 
 

@@ -18,23 +18,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from billing_jobs import shipped
+from billing_jobs.errors import AuditFailed
 
-SUITES = Path(os.environ.get("BILLING_EXPECTATIONS") or shipped("expectations"))
 TABLES = ("conversation_starts", "invoice_lines", "accepted_messages", "run_totals")
 
 
-class AuditFailed(Exception):
-    """At least one expectation failed; the message names them."""
-
-
-def load_suite(name: str):
+def load_suite(name: str, suites: Path):
     import great_expectations as gx
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
     )
 
-    spec = json.loads((SUITES / f"{name}.json").read_text())
+    spec = json.loads((suites / f"{name}.json").read_text())
     suite = gx.ExpectationSuite(name=spec["name"])
     for e in spec["expectations"]:
         suite.add_expectation_configuration(ExpectationConfiguration(type=e["type"],
@@ -58,7 +53,7 @@ def _context(project_root: Path | None):
     return context
 
 
-def _checkpoint(context, name: str):
+def _checkpoint(context, name: str, suites: Path):
     """The checkpoint that validates one table, brought up to date with expectations/NAME.json
     on every audit (callers hold the project's lock, so nobody else rewrites it meanwhile)."""
     import great_expectations as gx
@@ -72,7 +67,7 @@ def _checkpoint(context, name: str):
         batch = asset.get_batch_definition(name)
     except KeyError:
         batch = asset.add_batch_definition_whole_dataframe(name)
-    suite = context.suites.add_or_update(load_suite(name))
+    suite = context.suites.add_or_update(load_suite(name, suites))
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=batch, suite=suite))
     return context.checkpoints.add_or_update(
@@ -80,7 +75,7 @@ def _checkpoint(context, name: str):
                       result_format={"result_format": "SUMMARY"}))
 
 
-def validate_frames(frames: dict[str, pd.DataFrame | Iterable[pd.DataFrame]],
+def validate_frames(frames: dict[str, pd.DataFrame | Iterable[pd.DataFrame]], suites: Path,
                     run_name: str = "audit", project_root: Path | None = None
                     ) -> tuple[bool, list[str], dict]:
     """Run each table's suite on its frame, or on each frame of an iterable of chunks (so a large
@@ -93,7 +88,7 @@ def validate_frames(frames: dict[str, pd.DataFrame | Iterable[pd.DataFrame]],
     with _exclusive(project_root):
         context = _context(project_root)
         for name, frame_or_chunks in frames.items():
-            checkpoint = _checkpoint(context, name)
+            checkpoint = _checkpoint(context, name, suites)
             chunks = [frame_or_chunks] if isinstance(frame_or_chunks, pd.DataFrame) \
                 else frame_or_chunks
             for k, frame in enumerate(chunks):
@@ -127,11 +122,11 @@ def _exclusive(project_root: Path | None):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def build_docs(project_root: Path) -> Path:
+def build_docs(project_root: Path, suites: Path) -> Path:
     """Render GX Data Docs from the kept validation results; returns the index page."""
     context = _context(project_root)
     for name in TABLES:
-        _checkpoint(context, name)  # the suites' pages need them registered
+        _checkpoint(context, name, suites)  # the suites' pages need them registered
     context.build_data_docs()
     return project_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
@@ -154,11 +149,11 @@ def _describe(table: str, r) -> str:
     return f"{table}: {cfg.type}({target}) failed: {what}"
 
 
-def audit(frames: dict[str, pd.DataFrame], results_path: Path, run_name: str,
+def audit(frames: dict[str, pd.DataFrame], suites: Path, results_path: Path, run_name: str,
           project_root: Path | None = None) -> None:
     """Validate, keep the results as JSON at `results_path` (and in the GX project), raise
     AuditFailed on any failure."""
-    ok, failures, results = validate_frames(frames, run_name, project_root)
+    ok, failures, results = validate_frames(frames, suites, run_name, project_root)
     results_path.write_text(json.dumps({"success": ok, "failures": failures, "results": results},
                                        indent=1, default=str))
     if not ok:

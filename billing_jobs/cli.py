@@ -1,16 +1,20 @@
-"""`billing-jobs`: the one command line (data-contracts.md §4). Every failure ends in one line
-naming what was wrong and a non-zero exit, never a bare traceback."""
+"""`billing-jobs`: the one command line (data-contracts.md §4). Commands are thin: they check
+the configuration before any work, call the package, and print. Every failure ends in one line
+on stderr naming what was wrong, with no password and no traceback, and a non-zero exit
+(`main` catches the error family of `billing_jobs.errors` once; set BILLING_DEBUG=1 to see the
+traceback of an unexpected error)."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
+from billing_jobs.errors import BillingError, UsageError, one_line
 
-class UsageError(Exception):
-    """A problem with what the user asked for or gave us, reported as one line."""
+MAX_ID = 2**31 - 1  # invoice and item numbers are INTEGER in the warehouse
 
 
 def _date(text: str) -> dt.date:
@@ -28,6 +32,36 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
     return value
+
+
+def _number(text: str) -> int:
+    """An invoice or item number: 1 to 2^31-1."""
+    value = _positive(text)
+    if value > MAX_ID:
+        raise argparse.ArgumentTypeError(f"no such number here (at most {MAX_ID}): {value}")
+    return value
+
+
+def _settings(args: argparse.Namespace, *, source: bool = False, warehouse: bool = True):
+    """Settings from the command's flags, the environment and the defaults, checked before any
+    work: a bad URL or a missing folder fails in the first second, not after the write."""
+    from billing_jobs.config import Settings
+
+    settings = Settings.resolve(source=getattr(args, "source", None),
+                                reference=getattr(args, "reference", None),
+                                warehouse_url=getattr(args, "warehouse", None))
+    if source:
+        settings.check_source()
+    if warehouse:
+        settings.check_warehouse()
+    return settings
+
+
+def _say_secret(settings) -> None:
+    """Which contact-key secret a command that writes contact keys uses (never the secret)."""
+    if settings.uses_demo_secret:
+        print("note: contact keys use the DEMO secret; set BILLING_CONTACT_KEY_SECRET in "
+              "production", file=sys.stderr)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -66,27 +100,32 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from billing_jobs import pipeline
-    from billing_jobs.config import Settings
+    from billing_jobs import sequence
+    from billing_jobs.restate import unbilled_days
 
-    settings = Settings.resolve(source=args.source, reference=args.reference,
-                                warehouse_url=args.warehouse)
     last = args.to or args.date
     if last < args.date:
         raise UsageError(f"--to {last} is before --date {args.date}")
-    if settings.uses_demo_secret:
-        print("note: contact keys use the DEMO secret; set BILLING_CONTACT_KEY_SECRET in production",
-              file=sys.stderr)
+    settings = _settings(args, source=True)
+    settings.check_expectations()
+    _say_secret(settings)
     days = [args.date + dt.timedelta(days=k) for k in range((last - args.date).days + 1)]
     summary = []
     for i, day in enumerate(days, start=1):
         print(f"[{i}/{len(days)}] {day}: ", end="", flush=True)
         try:
-            done = pipeline.run_day(settings, day, dry_run=args.dry_run, shards=args.shards)
+            done = sequence.run_day(settings, day, dry_run=args.dry_run,
+                                    shards=args.shards)
         except Exception as exc:
-            print("FAILED")
-            raise UsageError(f"{day}: {_one_line(exc)} (nothing published for {day}"
-                             f"{'; later days not run' if i < len(days) else ''})") from exc
+            print("FAILED", flush=True)
+            rest = days[i:]
+            if len(days) > 1:
+                _print_summary(summary)
+                _print_unbilled(unbilled_days(settings, args.date, last) if not args.dry_run
+                                else [(d, "not run") for d in [day, *rest]])
+            raise BillingError(f"{day}: {one_line(exc)} (nothing published for {day}"
+                               + (f"; not run: {', '.join(map(str, rest))}" if rest else "")
+                               + ")") from exc
         verb = "published" if done["published"] else "audited (dry run, not published)"
         amount = done.get("amount")
         print(f"{verb}: {done['starts_on_day']:,} starts"
@@ -95,29 +134,50 @@ def cmd_run(args: argparse.Namespace) -> None:
               f"(run {done['run_id']})", flush=True)
         summary.append((day, done))
     if len(days) > 1:
-        print(f"\n{'date':<12}{'starts':>10}{'amount':>16}{'read':>12}{'quarantined':>13}")
-        for day, done in summary:
-            amount = f"{done['amount']:.4f}" if done.get("amount") is not None else "-"
-            print(f"{day!s:<12}{done['starts_on_day']:>10,}{amount:>16}{done['rows_read']:>12,}"
-                  f"{done['quarantined']:>13,}")
+        _print_summary(summary)
+        if not args.dry_run:
+            _print_unbilled(unbilled_days(settings, args.date, last))
+
+
+def _print_summary(summary: list[tuple[dt.date, dict]]) -> None:
+    if not summary:
+        return
+    print(f"\n{'date':<12}{'starts':>10}{'amount':>16}{'read':>12}{'quarantined':>13}")
+    for day, done in summary:
+        amount = f"{done['amount']:.4f}" if done.get("amount") is not None else "-"
+        print(f"{day!s:<12}{done['starts_on_day']:>10,}{amount:>16}{done['rows_read']:>12,}"
+              f"{done['quarantined']:>13,}")
+
+
+def _print_unbilled(days: list[tuple[dt.date, str]]) -> None:
+    if days:
+        print(f"\nnot billed ({len(days)} day(s)):")
+        for day, why in days:
+            print(f"  {day}  {why}")
 
 
 def cmd_restate(args: argparse.Namespace) -> None:
-    from billing_jobs.config import Settings
-    from billing_jobs.restate import restate, stale_days
+    from billing_jobs.restate import last_landed_day, restate, stale_days, unbilled_days
 
-    settings = Settings.resolve(source=args.source, reference=args.reference,
-                                warehouse_url=args.warehouse)
+    settings = _settings(args, source=True)
     if args.dry_run:
         days = stale_days(settings, args.since)
         print("would re-bill: " + (", ".join(map(str, days)) if days else "nothing"))
-        return
-    done = restate(settings, args.since)
-    for day, result in done:
-        print(f"{day}: re-billed: {result['starts_on_day']:,} starts, amount {result['amount']:.4f} "
-              f"(run {result['run_id']})")
-    if not done:
-        print(f"every published day since {args.since} is up to date")
+    else:
+        _say_secret(settings)
+        done = restate(settings, args.since)
+        for day, result in done:
+            print(f"{day}: re-billed: {result['starts_on_day']:,} starts, amount "
+                  f"{result['amount']:.4f} (run {result['run_id']})")
+        if not done:
+            print(f"no published day since {args.since} has changed inputs")
+    last = last_landed_day(settings)
+    unbilled = unbilled_days(settings, args.since, last) if last and last >= args.since else []
+    if unbilled:
+        _print_unbilled(unbilled)
+        print("restatement re-bills published days only: bill these with `billing-jobs run`")
+    else:
+        print(f"every day from {args.since} to {last or args.since} is published")
 
 
 def _month(text: str) -> dt.date:
@@ -128,13 +188,9 @@ def _month(text: str) -> dt.date:
 
 
 def cmd_close(args: argparse.Namespace) -> None:
-    from billing_jobs.config import Settings
-    from billing_jobs.invoicing import CloseRefused, close_month
+    from billing_jobs.invoicing import close_month
 
-    try:
-        invoices = close_month(Settings.resolve(warehouse_url=args.warehouse), args.month)
-    except CloseRefused as exc:
-        raise UsageError(str(exc)) from None
+    invoices = close_month(_settings(args), args.month)
     if not invoices:
         print(f"{args.month:%Y-%m} is already closed: nothing changed")
     for inv in invoices:
@@ -143,10 +199,9 @@ def cmd_close(args: argparse.Namespace) -> None:
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
-    from billing_jobs.config import Settings
     from billing_jobs.invoicing import trace
 
-    rows = trace(Settings.resolve(warehouse_url=args.warehouse), args.invoice, args.item)
+    rows = trace(_settings(args), args.invoice, args.item)
     if not rows:
         raise UsageError(f"invoice {args.invoice}" + (f" item {args.item}" if args.item else "")
                          + ": no such invoice item")
@@ -159,11 +214,9 @@ def cmd_trace(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from billing_jobs.config import Settings
     from billing_jobs.invoicing import export_month
 
-    paths = export_month(Settings.resolve(warehouse_url=args.warehouse), args.month,
-                         Path(args.out), args.customer)
+    paths = export_month(_settings(args), args.month, Path(args.out), args.customer)
     if not paths:
         raise UsageError(f"no issued invoices for {args.month:%Y-%m}"
                          + (f" and customer {args.customer}" if args.customer else ""))
@@ -175,10 +228,7 @@ def cmd_prune_staging(args: argparse.Namespace) -> None:
     from billing_jobs.config import Settings
     from billing_jobs.staging import prune
 
-    try:
-        settings = Settings.resolve(staging=args.staging, staging_keep_days=args.keep_days)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    settings = Settings.resolve(staging=args.staging, staging_keep_days=args.keep_days)
     if settings.staging_keep_days < 1:
         raise UsageError(f"--keep-days must be at least 1, got {settings.staging_keep_days:g}")
     runs = prune(settings.staging, settings.staging_keep_days, dry_run=args.dry_run)
@@ -194,15 +244,11 @@ def cmd_audit_docs(args: argparse.Namespace) -> None:
     from billing_jobs.audit import build_docs
     from billing_jobs.config import Settings
 
-    root = Path(Settings.resolve().staging) / "gx"
+    settings = Settings.resolve()
+    root = Path(settings.staging) / "gx"
     if not root.exists():
         raise UsageError(f"no audit results under {root}: run a day first")
-    print(f"Data Docs: {build_docs(root)}")
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+    print(f"Data Docs: {build_docs(root, settings.suites)}")
 
 
 def _write_table(table, out: str) -> None:
@@ -220,15 +266,25 @@ def _write_table(table, out: str) -> None:
         raise UsageError(f"{out}: output must end in .parquet or .csv")
 
 
+WAREHOUSE_HELP = ("SQLAlchemy URL of the warehouse (default $BILLING_WAREHOUSE_URL, else "
+                  "duckdb:///var/warehouse.duckdb); PostgreSQL: postgresql+psycopg://USER@HOST/DB")
+SOURCE_HELP = "landing zone, a folder or fsspec URL (default $BILLING_SOURCE, else var/landing)"
+REFERENCE_HELP = "reference CSVs (default $BILLING_REFERENCE, else <source>/reference)"
+
+
 def parser() -> argparse.ArgumentParser:
+    from billing_jobs.run_folder import code_version
+
     p = argparse.ArgumentParser(prog="billing-jobs", description=__doc__.split(".")[0] + ".")
+    p.add_argument("--version", action="version", version=f"billing-jobs {code_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser("generate", help="write a synthetic landing zone and reference set")
     g.add_argument("--out", required=True, help="directory to write messages/ and reference/ into")
     g.add_argument("--start", required=True, type=_date, help="first day, YYYY-MM-DD")
-    g.add_argument("--days", required=True, type=_positive)
-    g.add_argument("--messages-per-day", required=True, type=_positive)
+    g.add_argument("--days", required=True, type=_positive, help="how many days of traffic")
+    g.add_argument("--messages-per-day", required=True, type=_positive,
+                   help="messages per day (before duplicates and bad rows)")
     g.add_argument("--seed", type=int, default=7, help="same seed, same files (default 7)")
     g.add_argument("--format", choices=["parquet", "csv", "jsonl", "mixed"], default="parquet",
                    help="file format of the message files (mixed: round robin per day)")
@@ -243,12 +299,11 @@ def parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("run", help="the daily pipeline: write, audit, publish one date or a range")
     u.add_argument("--date", required=True, type=_date, help="billing date, YYYY-MM-DD (UTC)")
-    u.add_argument("--to", type=_date, help="last billing date of an inclusive range")
-    u.add_argument("--source", help="landing zone (default $BILLING_SOURCE or var/landing)")
-    u.add_argument("--reference", help="reference CSVs (default $BILLING_REFERENCE or "
-                                       "<source>/reference)")
-    u.add_argument("--warehouse", help="SQLAlchemy URL (default $BILLING_WAREHOUSE_URL or "
-                                       "duckdb:///var/warehouse.duckdb)")
+    u.add_argument("--to", type=_date, help="last billing date of an inclusive range; the range "
+                                            "stops at the first failed day")
+    u.add_argument("--source", help=SOURCE_HELP)
+    u.add_argument("--reference", help=REFERENCE_HELP)
+    u.add_argument("--warehouse", help=WAREHOUSE_HELP)
     u.add_argument("--dry-run", action="store_true", help="write and audit, publish nothing")
     u.add_argument("--shards", type=_positive, default=None,
                    help="compute the day in N pieces by line (bounded memory; same result); "
@@ -257,28 +312,28 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("restate", help="re-bill published days whose input partitions changed")
     s.add_argument("--since", required=True, type=_date, help="first billing date to check")
-    s.add_argument("--source")
-    s.add_argument("--reference")
-    s.add_argument("--warehouse")
+    s.add_argument("--source", help=SOURCE_HELP)
+    s.add_argument("--reference", help=REFERENCE_HELP)
+    s.add_argument("--warehouse", help=WAREHOUSE_HELP)
     s.add_argument("--dry-run", action="store_true", help="only list the days to re-bill")
     s.set_defaults(func=cmd_restate)
 
     c = sub.add_parser("close", help="issue the month's invoices (idempotent)")
     c.add_argument("--month", required=True, type=_month, help="YYYY-MM")
-    c.add_argument("--warehouse")
+    c.add_argument("--warehouse", help=WAREHOUSE_HELP)
     c.set_defaults(func=cmd_close)
 
     t = sub.add_parser("trace", help="the conversation starts behind an invoice or invoice item")
-    t.add_argument("--invoice", required=True, type=int)
-    t.add_argument("--item", type=int)
-    t.add_argument("--warehouse")
+    t.add_argument("--invoice", required=True, type=_number, help="invoice number")
+    t.add_argument("--item", type=_number, help="item number on that invoice (default: all)")
+    t.add_argument("--warehouse", help=WAREHOUSE_HELP)
     t.set_defaults(func=cmd_trace)
 
     x = sub.add_parser("export", help="one CSV per issued invoice of a month")
     x.add_argument("--month", required=True, type=_month, help="YYYY-MM")
-    x.add_argument("--customer")
-    x.add_argument("--out", required=True)
-    x.add_argument("--warehouse")
+    x.add_argument("--customer", help="only this customer's invoices")
+    x.add_argument("--out", required=True, help="directory to write the invoice files into")
+    x.add_argument("--warehouse", help=WAREHOUSE_HELP)
     x.set_defaults(func=cmd_export)
 
     g = sub.add_parser("prune-staging", help="remove staged runs older than --keep-days")
@@ -293,23 +348,38 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="one stream's timeline with the decision for each message")
     e.add_argument("--line", required=True, help="line_id")
     e.add_argument("--contact", required=True, help="contact_id, as in the message log")
-    e.add_argument("--messages", required=True, nargs="+", metavar="PATH")
+    e.add_argument("--messages", required=True, nargs="+", metavar="PATH",
+                   help="message files or directories (parquet, csv, jsonl)")
     e.set_defaults(func=cmd_explain)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from billing_jobs.landing import LandingError
-
+    """Run one command. Every failure is one redacted line on stderr and a non-zero exit."""
     args = parser().parse_args(argv)
+    name = f"billing-jobs {args.command}"
     try:
         args.func(args)
-    except (LandingError, UsageError) as exc:
-        print(f"billing-jobs {args.command}: error: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `billing-jobs explain … | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
-        print(f"billing-jobs {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except BillingError as exc:
+        print(f"{name}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the contract: one line, never a traceback
+        if type(exc).__module__.startswith("sqlalchemy"):  # what the database said, e.g. rights
+            print(f"{name}: error: the warehouse refused: {one_line(exc)}", file=sys.stderr)
+            return 1
+        if os.environ.get("BILLING_DEBUG"):
+            raise
+        print(f"{name}: error: {one_line(exc)} (unexpected; BILLING_DEBUG=1 shows the "
+              f"traceback)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -22,13 +22,10 @@ import sqlalchemy as sa
 
 from billing_jobs import warehouse
 from billing_jobs.config import Settings
+from billing_jobs.errors import CloseRefused
 
 MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "VND": 0, "BHD": 3, "KWD": 3, "OMR": 3, "TND": 3}
 KEY = ("customer_id", "country", "conversation_type", "currency", "unit_price")
-
-
-class CloseRefused(Exception):
-    """The month cannot be closed yet; the message lists the days in the way."""
 
 
 def month_start(day: dt.date) -> dt.date:

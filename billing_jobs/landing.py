@@ -32,6 +32,7 @@ from billing_jobs.contract import (
     TEMPLATE,
     TIMESTAMP,
 )
+from billing_jobs.errors import LandingError
 from billing_jobs.tables import take_rows
 
 SUFFIXES = (".parquet", ".csv", ".jsonl")
@@ -60,10 +61,6 @@ FILE_SCHEMA = VALID_SCHEMA.set(  # one file's valid rows, before the day's conta
 QUARANTINE_SCHEMA = pa.schema(
     [*SOURCE_COLUMNS, ("message_id", pa.string()), ("reason", pa.string()), ("record", pa.string())]
 )
-
-
-class LandingError(Exception):
-    """The input cannot be used at all (unreadable file, missing directory)."""
 
 
 @dataclass

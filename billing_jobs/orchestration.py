@@ -1,25 +1,37 @@
 """What the Airflow tasks of `dags/billing_daily.py` do, kept out of the DAG file so the scheduler
-parses it fast and the logic is testable without Airflow.
+parses it fast and the logic is testable without Airflow. Each task is one step of
+`billing_jobs.sequence`, the same functions `billing-jobs run` calls in a row.
 
 One rule for every kind of run: **a run bills the UTC date of its logical date.** Scheduled and
 backfill runs have the daily data interval [D, D+1) and the logical date D; a manual run has the
 logical date the operator picked (Airflow 3 infers its data interval as [D-1, D), so we never read
 `data_interval_start`); a run without a logical date must name a `billing_date` param.
+
+Failures: every step runs inside `step()`, which logs the one-line reason with the billing date
+as the task's first ERROR line, and fails the task at once (no retry) unless the error is
+transient (`errors.is_transient`). `record_task_failure` is the DAG's failure callback: whatever
+ended the task (an error, a kill, a timeout), the date gets a `failed` row in `billing_runs`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 from pathlib import Path
 
 from billing_jobs.config import Settings
+from billing_jobs.errors import UsageError, is_transient, one_line
+
+log = logging.getLogger("billing_jobs")
 
 WAREHOUSE_CONNECTION = "billing_warehouse"
 VARIABLES = {"source": "billing_source", "reference": "billing_reference",
              "warehouse_url": "billing_warehouse_url"}
+WAITING_RUN_TYPES = ("scheduled",)  # only the nightly run waits for a partition to complete
 
 
-class NoBillingDate(Exception):
+class NoBillingDate(UsageError):
     pass
 
 
@@ -63,74 +75,173 @@ def warehouse_url(conn) -> str:
     return uri
 
 
-def partition_complete(day: str) -> bool:
+@contextlib.contextmanager
+def step(name: str, day: str | dt.date):
+    """Run one step of billing date `day`: a failure is logged as one ERROR line naming the date,
+    the step and the reason, then fails the task at once unless retrying can help."""
+    try:
+        yield
+    except Exception as exc:
+        reason = one_line(exc)
+        message = f"billing date {day}: {name} failed: {reason}"
+        if is_transient(exc):
+            log.error("%s (transient: retried if attempts are left)", message)
+            raise
+        log.error("%s", message)
+        from airflow.sdk.exceptions import AirflowFailException
+
+        failure = AirflowFailException(message)
+        failure.billing_reason = reason
+        raise failure from None
+
+
+def billing_date(params: dict, logical_date: dt.datetime | None) -> str:
+    day = params.get("billing_date") or (logical_date and logical_date.date()) or "?"
+    with step("billing_date", day):
+        day = billing_date_for(params, logical_date)
+        log.info("this run bills %s (UTC)", day)
+        return day.isoformat()
+
+
+def partition_ready(day: str, run_type: str) -> bool:
+    """The sensor's poke. The nightly (scheduled) run waits for the partition's `_SUCCESS`; a
+    manual or backfill run does not wait: it bills what the partition holds, and a partition
+    that does not exist fails it at once."""
+    from billing_jobs import window
     from billing_jobs.landing import location
 
-    return (location(settings().source) / "messages" / f"date={day}" / "_SUCCESS").exists()
+    with step("wait_for_partition", day):
+        config = settings()
+        config.check_source()
+        folder = location(config.source) / "messages" / f"date={day}"
+        if run_type not in WAITING_RUN_TYPES:
+            window.require_partition(config.source, dt.date.fromisoformat(day))
+            log.info("%s run: bills %s as it is now, without waiting for %s", run_type, folder,
+                     folder / "_SUCCESS")
+            return True
+        done = (folder / "_SUCCESS").exists()
+        log.info("waiting for %s: %s", folder / "_SUCCESS", "present" if done else "not yet")
+        return done
 
 
 def plan(day: str, shards: int | None) -> str:
-    """The run folder; its plan.json says how many shards to map the split and the write over
+    """The run folder; its plan says how many shards to map the split and the write over
     (None: one per `BILLING_ROWS_PER_SHARD` rows of the window)."""
-    from billing_jobs import pipeline
+    from billing_jobs import sequence
 
-    return str(pipeline.plan_sharded(settings(), dt.date.fromisoformat(day), shards))
+    with step("plan", day):
+        config = settings()
+        sequence.check(config)
+        return str(sequence.plan(config, dt.date.fromisoformat(day), shards).path)
 
 
-def _plan(folder: str) -> dict:
-    import json
+def _folder(folder: str):
+    from billing_jobs.run_folder import RunFolder
 
-    return json.loads((Path(folder) / "plan.json").read_text())
+    return RunFolder(folder)
+
+
+def _day_of(folder: str) -> str:
+    try:
+        return _folder(folder).plan.billing_date.isoformat()
+    except Exception:  # noqa: BLE001 - only for the message
+        return Path(folder).parent.name
 
 
 def shard_numbers(folder: str) -> list[int]:
-    return list(range(_plan(folder)["shards"]))
+    with step("shard_numbers", _day_of(folder)):
+        return list(range(_folder(folder).plan.shards))
 
 
 def split(folder: str, part: int) -> list[int]:
-    from billing_jobs.shards import split as split_files
+    from billing_jobs import sequence
 
-    return split_files(Path(folder), part)
+    with step("split", _day_of(folder)):
+        return sequence.split(settings(), _folder(folder), part)
 
 
 def write_shard(folder: str, shard: int) -> str:
-    from billing_jobs.shards import write_shard as compute_shard
+    from billing_jobs import sequence
 
-    plan = _plan(folder)
-    return str(compute_shard(settings(), dt.date.fromisoformat(plan["billing_date"]),
-                             Path(folder), shard, plan["shards"]))
+    with step("write_shard", _day_of(folder)):
+        return str(sequence.write_shard(settings(), _folder(folder), shard))
 
 
 def combine(folder: str) -> str:
-    from billing_jobs import pipeline
+    from billing_jobs import sequence
 
-    return str(pipeline.combine_shards(settings(), Path(folder)))
+    with step("combine", _day_of(folder)):
+        sequence.combine(settings(), _folder(folder))
+        return folder
 
 
-def audit(folder: str) -> None:
-    from billing_jobs import pipeline
-    from billing_jobs.audit import AuditFailed
+def audit(folder: str) -> str:
+    from billing_jobs import sequence
 
-    try:
-        pipeline.audit(Path(folder))
-    except AuditFailed as exc:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        raise AirflowFailException(f"audit failed, nothing published: {exc}") from None
+    with step("audit", _day_of(folder)):
+        sequence.audit(settings(), _folder(folder))
+        return folder
 
 
 def publish(folder: str) -> dict:
-    from billing_jobs import pipeline
+    from billing_jobs import sequence
 
-    done = pipeline.publish(settings(), Path(folder))
-    return {"run_id": done["run_id"], "starts": done["starts_on_day"], "amount": str(done["amount"])}
+    with step("publish", _day_of(folder)):
+        done = sequence.publish(settings(), _folder(folder))
+        log.info("published %s: %s starts, amount %s (run %s)", _day_of(folder),
+                 done["starts_on_day"], done["amount"], done["run_id"])
+        return {"run_id": done["run_id"], "starts": done["starts_on_day"],
+                "amount": str(done["amount"])}
+
+
+def record_task_failure(context) -> None:
+    """The failure callback of billing_daily's tasks: a `failed` row for the run's billing date
+    with the task (step) and the one-line reason, whatever ended the task."""
+    try:
+        from billing_jobs.publish import record_failure
+
+        ti = context["ti"]
+        exc = context.get("exception")
+        reason = getattr(exc, "billing_reason", None) or (
+            one_line(exc) if exc is not None else
+            "the task ended without an error of its own (killed, timed out or lost)")
+        day = _callback_day(context)
+        if day is None:
+            log.error("no billing date for this run: failure of %s not recorded", ti.task_id)
+            return
+        folder = None
+        with contextlib.suppress(Exception):
+            folder = ti.xcom_pull(task_ids="plan")
+        run = _folder(folder) if folder else None
+        run_id = f"{day:%Y%m%d}-airflow-{_safe(context['dag_run'].run_id)}"
+        if run is not None:
+            with contextlib.suppress(Exception):
+                run_id = run.plan.run_id
+        record_failure(settings(), day, run_id, ti.task_id, reason, run)
+    except Exception as exc:  # noqa: BLE001 - a callback must never hide the task's own failure
+        log.error("recording the failure in billing_runs failed: %s", one_line(exc))
+
+
+def _callback_day(context) -> dt.date | None:
+    with contextlib.suppress(Exception):
+        day = context["ti"].xcom_pull(task_ids="billing_date")
+        if day:
+            return dt.date.fromisoformat(day)
+    with contextlib.suppress(Exception):
+        return billing_date_for(context.get("params") or {}, context.get("logical_date"))
+    return None
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:60]
 
 
 def restate(day: str, look_back_days: int) -> list[str]:
     from billing_jobs.restate import restate as rebill
 
-    since = dt.date.fromisoformat(day) - dt.timedelta(days=look_back_days)
-    return [str(d) for d, _ in rebill(settings(), since)]
+    with step("restate_late_data", day):
+        since = dt.date.fromisoformat(day) - dt.timedelta(days=look_back_days)
+        return [str(d) for d, _ in rebill(settings(), since)]
 
 
 def prune_staging() -> list[str]:
@@ -146,5 +257,6 @@ def close_previous_month(logical_date: dt.datetime) -> list[dict]:
 
     first = logical_date.astimezone(dt.timezone.utc).date().replace(day=1)
     previous = (first - dt.timedelta(days=1)).replace(day=1)
-    return [{**inv, "exact_total": str(inv["exact_total"]), "total": str(inv["total"])}
-            for inv in close_month(settings(), previous)]
+    with step("close", previous.strftime("%Y-%m")):
+        return [{**inv, "exact_total": str(inv["exact_total"]), "total": str(inv["total"])}
+                for inv in close_month(settings(), previous)]

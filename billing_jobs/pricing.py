@@ -11,16 +11,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing_jobs.contract import CONVERSATION_TYPES
+from billing_jobs.errors import PricingError
 from billing_jobs.reference_data import PRICE_SCALE, Reference
 
 PRICE = pa.decimal128(20, PRICE_SCALE)
 AMOUNT = pa.decimal128(38, PRICE_SCALE)
 INVOICE_KEY = ("billing_date", "customer_id", "country", "conversation_type", "currency",
                "unit_price")
-
-
-class PricingError(Exception):
-    """Starts that cannot be priced exactly once; the message lists examples."""
 
 
 def price_starts(starts: pa.Table, reference: Reference) -> pa.Table:

@@ -11,13 +11,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from billing_jobs.contract import CONVERSATION_TYPES
+from billing_jobs.errors import ReferenceDataError
 
 FILES = ("customers.csv", "lines.csv", "rate_card.csv")
 PRICE_SCALE = 10  # decimal places kept for unit prices (NUMERIC(20, 10) in the warehouse)
-
-
-class ReferenceError(Exception):
-    """Reference data that cannot be used; the message names file, row and value."""
 
 
 @dataclass(frozen=True)
@@ -48,12 +45,12 @@ class Reference:
 
 def _rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
-        raise ReferenceError(f"{path}: reference file not found")
+        raise ReferenceDataError(f"{path}: reference file not found")
     with path.open("r", newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise ReferenceError(f"{path}: missing column(s) {', '.join(missing)}")
+            raise ReferenceDataError(f"{path}: missing column(s) {', '.join(missing)}")
         return [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
 
 
@@ -64,9 +61,9 @@ def _instant(text: str, where: str) -> dt.datetime:
             return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), dt.timezone.utc)
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ReferenceError(f"{where}: not an ISO date or timestamp: {text!r}") from None
+        raise ReferenceDataError(f"{where}: not an ISO date or timestamp: {text!r}") from None
     if value.tzinfo is None:
-        raise ReferenceError(f"{where}: timestamp without offset: {text!r} (give Z or +00:00)")
+        raise ReferenceDataError(f"{where}: timestamp without offset: {text!r} (give Z or +00:00)")
     return value.astimezone(dt.timezone.utc)
 
 
@@ -84,7 +81,7 @@ def load_reference(folder: str | Path) -> Reference:
     customers = {}
     for i, row in enumerate(_rows(folder / "customers.csv", ("customer_id", "name")), start=1):
         if not row["customer_id"]:
-            raise ReferenceError(f"{folder / 'customers.csv'} row {i}: empty customer_id")
+            raise ReferenceDataError(f"{folder / 'customers.csv'} row {i}: empty customer_id")
         customers[row["customer_id"]] = row["name"]
 
     lines = {}
@@ -92,11 +89,11 @@ def load_reference(folder: str | Path) -> Reference:
     for i, row in enumerate(_rows(path, ("line_id", "customer_id", "country")), start=1):
         where = f"{path} row {i}"
         if row["line_id"] in lines:
-            raise ReferenceError(f"{where}: line {row['line_id']} listed twice")
+            raise ReferenceDataError(f"{where}: line {row['line_id']} listed twice")
         if row["customer_id"] not in customers:
-            raise ReferenceError(f"{where}: unknown customer {row['customer_id']!r}")
+            raise ReferenceDataError(f"{where}: unknown customer {row['customer_id']!r}")
         if len(row["country"]) != 2 or not row["country"].isalpha() or not row["country"].isupper():
-            raise ReferenceError(f"{where}: country must be ISO 3166-1 alpha-2: {row['country']!r}")
+            raise ReferenceDataError(f"{where}: country must be ISO 3166-1 alpha-2: {row['country']!r}")
         lines[row["line_id"]] = (row["customer_id"], row["country"])
 
     rates = []
@@ -105,21 +102,21 @@ def load_reference(folder: str | Path) -> Reference:
     for i, row in enumerate(_rows(path, columns), start=1):
         where = f"{path} row {i}"
         if row["conversation_type"] not in CONVERSATION_TYPES:
-            raise ReferenceError(f"{where}: unknown conversation_type {row['conversation_type']!r}")
+            raise ReferenceDataError(f"{where}: unknown conversation_type {row['conversation_type']!r}")
         try:
             price = Decimal(row["unit_price"])
         except InvalidOperation:
-            raise ReferenceError(f"{where}: unit_price is not a decimal: {row['unit_price']!r}") from None
+            raise ReferenceDataError(f"{where}: unit_price is not a decimal: {row['unit_price']!r}") from None
         if not price.is_finite() or price < 0:
-            raise ReferenceError(f"{where}: unit_price must be a non-negative decimal: {price}")
+            raise ReferenceDataError(f"{where}: unit_price must be a non-negative decimal: {price}")
         if -price.as_tuple().exponent > PRICE_SCALE:
-            raise ReferenceError(f"{where}: unit_price has more than {PRICE_SCALE} decimals: {price}")
+            raise ReferenceDataError(f"{where}: unit_price has more than {PRICE_SCALE} decimals: {price}")
         if len(row["currency"]) != 3 or not row["currency"].isupper():
-            raise ReferenceError(f"{where}: currency must be ISO 4217: {row['currency']!r}")
+            raise ReferenceDataError(f"{where}: currency must be ISO 4217: {row['currency']!r}")
         valid_from = _instant(row["valid_from"], where)
         valid_to = _instant(row["valid_to"], where) if row["valid_to"] else None
         if valid_to is not None and valid_to <= valid_from:
-            raise ReferenceError(f"{where}: valid_to {valid_to} is not after valid_from {valid_from}")
+            raise ReferenceDataError(f"{where}: valid_to {valid_to} is not after valid_from {valid_from}")
         rates.append(Rate(i, row["country"], row["conversation_type"], price, row["currency"],
                           valid_from, valid_to))
     return Reference(customers, lines, tuple(rates), digest.hexdigest())

@@ -2,35 +2,45 @@
 
 Every published run records the fingerprints of the partitions it read (D-2..D). A day whose
 partitions now hash differently is re-billed, and so are the published days that read it (D+1 and
-D+2: billing-rules.md, Days), through the same write-audit-publish path.
-"""
+D+2: billing-rules.md, Days), through the same sequence as any run. Days that are not published
+(their last run failed, or they never ran) are not restatement's to bill; it names them."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 
-import sqlalchemy as sa
-
-from billing_jobs import landing, pipeline, warehouse
+from billing_jobs import landing, sequence, warehouse, window
 from billing_jobs.config import Settings
+
+
+def latest_runs(settings: Settings, since: dt.date) -> dict[dt.date, dict]:
+    """The latest run of every billing date since `since`: its status, step, reason and the
+    partition fingerprints it read."""
+    engine = warehouse.create_engine(settings.warehouse_url)
+    try:
+        with warehouse.connect(engine, settings.lock_wait_s) as conn:
+            with conn.begin():
+                warehouse.ensure_schema(conn, settings.schema)
+            rows = warehouse.query(conn, "latest_runs", settings.schema, since=since)
+    finally:
+        engine.dispose()
+    return {dt.date.fromisoformat(str(r["billing_date"])): {
+        **r, "partitions": json.loads(r["partitions"] or "{}")} for r in rows}
 
 
 def published_days(settings: Settings, since: dt.date) -> dict[dt.date, dict]:
     """The latest published run's partition fingerprints, per billing date since `since`."""
     engine = warehouse.create_engine(settings.warehouse_url)
-    with warehouse.connect(engine, settings.lock_wait_s) as conn:
-        with conn.begin():
-            warehouse.ensure_schema(conn, settings.schema)
-        rows = conn.execute(sa.text(
-            f"select billing_date, partitions, finished_at from {settings.schema}.billing_runs"
-            " where status = 'published' and billing_date >= :since"
-            " order by billing_date, finished_at"), {"since": since}).all()
-    engine.dispose()
-    latest = {}
-    for day, partitions, _ in rows:  # ordered by finish time: the last one wins
-        latest[dt.date.fromisoformat(str(day))] = json.loads(partitions or "{}")
-    return latest
+    try:
+        with warehouse.connect(engine, settings.lock_wait_s) as conn:
+            with conn.begin():
+                warehouse.ensure_schema(conn, settings.schema)
+            rows = warehouse.query(conn, "latest_published_runs", settings.schema, since=since)
+    finally:
+        engine.dispose()
+    return {dt.date.fromisoformat(str(r["billing_date"])): json.loads(r["partitions"] or "{}")
+            for r in rows}
 
 
 def stale_days(settings: Settings, since: dt.date) -> list[dt.date]:
@@ -38,17 +48,42 @@ def stale_days(settings: Settings, since: dt.date) -> list[dt.date]:
     published = published_days(settings, since)
     changed = set()
     for day, recorded in published.items():
-        for part in pipeline.partitions_read(day):
+        for part in window.partitions_read(day):
             files = landing.partition_files(settings.source, part)
-            now = pipeline.fingerprint(files) if files else None
+            now = window.fingerprint(files) if files else None
             if recorded.get(part.isoformat()) != now:
                 changed.add(day)
                 break
     # a day's charges depend on the two days before it: re-bill its published dependents too
-    dependents = {day + dt.timedelta(days=k) for day in changed for k in (1, 2)}
+    dependents = {d for day in changed for d in window.dependents(day)}
     return sorted(changed | (dependents & set(published)))
+
+
+def unbilled_days(settings: Settings, first: dt.date, last: dt.date) -> list[tuple[dt.date, str]]:
+    """Days of [first, last] whose latest run is not a published one, with why: the step and
+    reason of a failed run, or that the day never ran."""
+    latest = latest_runs(settings, first)
+    out = []
+    for k in range((last - first).days + 1):
+        day = first + dt.timedelta(days=k)
+        run = latest.get(day)
+        if run is None:
+            out.append((day, "never billed"))
+        elif run["status"] != "published":
+            step = f" at {run['failed_step']}" if run.get("failed_step") else ""
+            out.append((day, f"{run['status']}{step}: {run['error'] or 'no reason recorded'}"))
+    return out
+
+
+def last_landed_day(settings: Settings) -> dt.date | None:
+    """The newest partition date in the landing zone."""
+    root = landing.location(settings.source) / "messages"
+    if not root.is_dir():
+        return None
+    days = [landing.PARTITION_RE.match(p.name) for p in root.iterdir()]
+    return max((dt.date.fromisoformat(m.group(1)) for m in days if m), default=None)
 
 
 def restate(settings: Settings, since: dt.date) -> list[tuple[dt.date, dict]]:
     """Re-bill every stale day in date order; returns what each run published."""
-    return [(day, pipeline.run_day(settings, day)) for day in stale_days(settings, since)]
+    return [(day, sequence.run_day(settings, day)) for day in stale_days(settings, since)]

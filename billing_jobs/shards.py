@@ -1,21 +1,20 @@
-"""Sharded days: a day split by a stable hash of `line_id` into N shards, each read (only its
-rows), reconciled and priced on its own, then combined into one staged run that is audited and
-published like any other. Streams never cross shards (a stream is one line and one contact), so
-the rules give the same result for every N.
+"""Shards: a day is computed in N pieces by a stable hash of `line_id`, each read (only its rows),
+reconciled and priced on its own, then combined into one staged run that is audited and
+published. An unsharded day is a plan with one shard: its shard reads the plan's files whole and
+nothing is split. Streams never cross shards (a stream is one line and one contact), so the rules
+give the same result for every N.
 
 One thing does cross lines: copies of one `message_id` on two lines are a conflicting duplicate
 (billing-rules.md), which no single shard can see when the lines fall in different shards. Each
 shard therefore keeps the 64-bit hashes of its valid message ids, and combining refuses a day
-where two shards share one (a sharded run then fails and says so; the day can be run unsharded,
-which quarantines those copies as the rules say). Equal hashes are checked no further: the
-refusal may be a (very unlikely) false alarm, never a wrong bill.
+where two shards share one (the day can be run with one shard, which quarantines those copies as
+the rules say). Equal hashes are checked no further: the refusal may be a (very unlikely) false
+alarm, never a wrong bill.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import shutil
 import zlib
 from pathlib import Path
 
@@ -25,7 +24,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from billing_jobs import landing
-from billing_jobs.config import Settings
+from billing_jobs.day import Clock, compute
+from billing_jobs.errors import RunError
+from billing_jobs.reference_data import load_reference
+from billing_jobs.run_folder import RunFolder, StagedRun
 from billing_jobs.tables import distinct_sorted, release_memory, take_rows
 
 SHARD_TABLES = ("conversation_starts", "session_anomalies", "quarantined_messages",
@@ -39,23 +41,24 @@ def shard_of(line_id: str | None, shards: int) -> int:
     return 0 if line_id is None else zlib.crc32(line_id.encode()) % shards
 
 
-def split(folder: Path, part: int) -> list[int]:
+def split(folder: RunFolder, part: int) -> list[int]:
     """Split task `part` (of as many as there are shards): reads each of its files of the plan
     (file i goes to task i mod N) once, whole, and writes the rows of every shard to
     `split/<k>/<i>.parquet` with their 1-based row numbers in the file. Each shard then reads only
     its own rows, so the work grows with the day, not with the day times the number of shards.
-    Returns the file numbers split."""
-    plan = json.loads((folder / "plan.json").read_text())
-    shards = plan["shards"]
+    With one shard nothing is split. Returns the file numbers split."""
+    plan = folder.plan
+    if plan.shards == 1:
+        return []
     done = []
-    for i, name in enumerate(plan["files"]):
-        if i % shards == part:
-            _split_file(landing.location(name), i, folder, shards)
+    for i, name in enumerate(plan.files):
+        if i % plan.shards == part:
+            _split_file(landing.location(name), i, folder, plan.shards)
             done.append(i)
     return done
 
 
-def _split_file(path: Path, i: int, folder: Path, shards: int) -> None:
+def _split_file(path, i: int, folder: RunFolder, shards: int) -> None:
     raw = landing.read_raw(path)
     if "line_id" in raw.column_names:
         lines = pc.dictionary_encode(raw.column("line_id").cast(pa.string())).combine_chunks()
@@ -70,18 +73,16 @@ def _split_file(path: Path, i: int, folder: Path, shards: int) -> None:
     for k in np.flatnonzero(np.diff(bounds)):
         rows = order[bounds[k]:bounds[k + 1]]
         piece = take_rows(raw, rows).append_column(ROW, pa.array(rows + 1, pa.int64()))
-        out = folder / "split" / str(int(k)) / f"{i}.parquet"
+        out = folder.piece(int(k), i)
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(piece, out.with_suffix(".tmp"))
         out.with_suffix(".tmp").rename(out)  # a retried task never leaves half a piece
-    marker = folder / "split" / "done" / str(i)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    folder.mark_split(i)
 
 
-def read_piece(folder: Path, shard: int, i: int) -> tuple[pa.Table, np.ndarray] | None:
+def read_piece(folder: RunFolder, shard: int, i: int) -> tuple[pa.Table, np.ndarray] | None:
     """Shard `shard`'s rows of the plan's file i and their row numbers, or None if it has none."""
-    path = folder / "split" / str(shard) / f"{i}.parquet"
+    path = folder.piece(shard, i)
     if not path.exists():
         return None
     piece = pq.read_table(path)
@@ -101,43 +102,43 @@ def id_hashes(valid: pa.Table) -> np.ndarray:
     return distinct_sorted(hashes)
 
 
-def write_shard(settings: Settings, day: dt.date, folder: Path, shard: int, shards: int) -> Path:
-    """Compute one shard of the day into `<folder>/shards/<k>/`, from its pieces of the plan's
-    files (written by split())."""
-    from billing_jobs import pipeline
-    from billing_jobs.reference_data import load_reference
-
-    reference = load_reference(settings.reference)
-    plan = json.loads((folder / "plan.json").read_text())
-    files = [landing.location(f) for f in plan["files"]]
-    unsplit = [str(f) for i, f in enumerate(files)
-               if not (folder / "split" / "done" / str(i)).exists()]
+def write_shard(folder: RunFolder, shard: int, secret: str) -> Path:
+    """Compute shard `shard` of the day into `shards/<k>/`, from its pieces of the plan's files
+    (the files themselves when the plan has one shard)."""
+    plan = folder.plan
+    reference = load_reference(plan.reference)
+    unsplit = folder.unsplit()
     if unsplit:
-        raise pipeline.RunError(f"shard {shard}: {len(unsplit)} file(s) not split yet, e.g. "
-                                f"{unsplit[0]}: run the split tasks first")
-    batch = landing.read_files(files, lines=reference.line_owners,
-                               reader=lambda i, _: read_piece(folder, shard, i))
-    hashes = id_hashes(batch.valid)
-    tables, counts = pipeline.compute(settings, reference, day, batch)
-    out = folder / "shards" / str(shard)
+        raise RunError(f"shard {shard}: {len(unsplit)} file(s) not split yet, e.g. "
+                       f"{unsplit[0]}: run the split tasks first")
+    files = [landing.location(f) for f in plan.files]
+    clock = Clock()
+    if plan.shards == 1:
+        batch = landing.read_files(files, lines=reference.line_owners)
+    else:
+        batch = landing.read_files(files, lines=reference.line_owners,
+                                   reader=lambda i, _: read_piece(folder, shard, i))
+    clock.lap("extract")
+    hashes = id_hashes(batch.valid) if plan.shards > 1 else np.zeros(0, dtype=np.uint64)
+    tables, counts = compute(reference, plan.billing_date, batch, secret, clock)
+    out = folder.shard_dir(shard)
     out.mkdir(parents=True, exist_ok=True)
     for name in SHARD_TABLES:
         pq.write_table(tables[name], out / f"{name}.parquet")
     np.save(out / "ids.npy", hashes)
-    (out / "shard.json").write_text(json.dumps({"shard": shard, "shards": shards,
+    clock.lap("stage")
+    (out / "shard.json").write_text(json.dumps({"shard": shard, "shards": plan.shards,
                                                 "reference_hash": reference.content_hash,
-                                                "counts": counts}))
+                                                "counts": counts, "seconds": clock.laps}))
     del batch, tables
     release_memory()
     return out
 
 
-def combine(settings: Settings, day: dt.date, folder: Path, shards: int, meta: dict) -> Path:
-    """Merge the shards into one staged run in `folder` (the same files as an unsharded run)."""
-    from billing_jobs import pipeline
-    from billing_jobs.pipeline import RunError
-
-    parts = [folder / "shards" / str(k) for k in range(shards)]
+def combine(folder: RunFolder) -> StagedRun:
+    """Merge the shards into one staged run in `folder` (plan.json + run.json + tables)."""
+    plan = folder.plan
+    parts = [folder.shard_dir(k) for k in range(plan.shards)]
     missing = [str(p) for p in parts if not (p / "shard.json").exists()]
     if missing:
         raise RunError(f"shards not written: {', '.join(missing)}")
@@ -147,18 +148,22 @@ def combine(settings: Settings, day: dt.date, folder: Path, shards: int, meta: d
     shared = shared_ids([p / "ids.npy" for p in parts])
     if shared:
         raise RunError(f"{shared} message id(s) have copies on lines in different shards "
-                       f"(conflicting duplicates no shard can see): run {day} unsharded")
+                       f"(conflicting duplicates no shard can see): run "
+                       f"{plan.billing_date} with one shard")
     tables = {name: pa.concat_tables([pq.read_table(p / f"{name}.parquet") for p in parts])
               for name in SHARD_TABLES}
     tables["accepted_messages"] = _merged_profile(parts)
     counts: dict[str, int] = {}
+    seconds: dict[str, float] = {}
     for info in infos:
         for key, value in info["counts"].items():
             counts[key] = counts.get(key, 0) + value
-    pipeline.stage_run(folder, tables, counts, {**meta, "reference_hash":
-                                                infos[0]["reference_hash"], "shards": shards})
-    shutil.rmtree(folder / "split", ignore_errors=True)  # a copy of the input; the shards stay
-    return folder
+        for key, value in info.get("seconds", {}).items():
+            seconds[key] = round(seconds.get(key, 0.0) + value, 3)
+    run = folder.stage(tables, counts, infos[0]["reference_hash"])
+    folder.add_seconds(seconds)
+    folder.remove_split()  # a copy of the input; the shards stay
+    return run
 
 
 def shared_ids(paths: list[Path]) -> int:

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from billing_jobs import shipped
+from billing_jobs.config import check_warehouse_url
+from billing_jobs.errors import WarehouseError, one_line, redact
 
 SQL_DIR = shipped("sql")
 DDL = sorted((SQL_DIR / "ddl").glob("*.sql")) + sorted((SQL_DIR / "views").glob("*.sql"))
@@ -24,14 +26,21 @@ DAY_TABLES = ("conversation_starts", "invoice_lines", "session_anomalies", "quar
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
-class WarehouseError(Exception):
-    """The warehouse cannot be reached, is busy, or refused the load; one line for people."""
-
-
 def sql_file(path: Path, schema: str) -> str:
     if not IDENTIFIER.match(schema):
         raise WarehouseError(f"schema name must be a lower-case identifier: {schema!r}")
     return path.read_text().replace("{schema}", schema)
+
+
+def query(conn: sa.Connection, name: str, schema: str, **params) -> list[dict]:
+    """Rows of `sql/jobs/NAME.sql` as dicts: the job's own queries live as files, like finance's."""
+    sql = sql_file(SQL_DIR / "jobs" / f"{name}.sql", schema)
+    return [dict(r._mapping) for r in conn.execute(sa.text(sql), params).all()]
+
+
+def execute(conn: sa.Connection, name: str, schema: str, **params) -> None:
+    """Run the statement of `sql/jobs/NAME.sql` with `params`."""
+    conn.execute(sa.text(sql_file(SQL_DIR / "jobs" / f"{name}.sql", schema)), params)
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -41,8 +50,9 @@ def create_engine(url: str) -> sa.Engine:
         Path(url.removeprefix("duckdb:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         return sa.create_engine(url, poolclass=NullPool)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
-        raise WarehouseError(f"unusable warehouse URL {url!r}: {exc}") from None
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError):
+        check_warehouse_url(url)  # says what is wrong with it
+        raise WarehouseError(f"unusable warehouse URL {redact(url)!r}") from None
 
 
 def _locked(exc: Exception) -> bool:
@@ -62,10 +72,11 @@ def connect(engine: sa.Engine, wait_s: float = 60.0) -> sa.Connection:
                     raise WarehouseError(
                         f"warehouse {engine.url.render_as_string(hide_password=True)} is locked by "
                         f"another process (a running job or an open analyst session); gave up "
-                        f"after {wait_s:.0f} s"
+                        f"after {wait_s:.0f} s", transient=True
                     ) from None
-                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-                raise WarehouseError(f"cannot connect to the warehouse: {first}") from None
+                raise WarehouseError(f"cannot connect to the warehouse "
+                                     f"{engine.url.render_as_string(hide_password=True)}: "
+                                     f"{one_line(exc)}", transient=True) from None
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
 
@@ -86,7 +97,7 @@ def lock_key(conn: sa.Connection, key: str, wait_s: float, busy: str | None = No
             if "lock timeout" not in str(exc):
                 raise
             raise WarehouseError(f"{busy or key + ' is held by another run'}; gave up after "
-                                 f"{wait_s:.0f} s") from None
+                                 f"{wait_s:.0f} s", transient=True) from None
         conn.execute(sa.text("set local lock_timeout = 0"))
 
 

@@ -36,6 +36,14 @@ from airflow.sdk import (
 INVOICE_LINES = Asset(name="billing_invoice_lines", uri="billing://warehouse/invoice_lines")
 
 
+def _record_failure(context) -> None:
+    """Every task's failure callback: the billing date gets a `failed` row in billing_runs with
+    the step and the one-line reason, also when the task was killed or timed out."""
+    from billing_jobs.orchestration import record_task_failure
+
+    record_task_failure(context)
+
+
 @dag(
     dag_id="billing_daily",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
@@ -46,10 +54,13 @@ INVOICE_LINES = Asset(name="billing_invoice_lines", uri="billing://warehouse/inv
     tags=["billing", "finance"],
     default_args={
         "owner": "billing",
+        # only transient errors reach a retry: the others fail the task at once (orchestration.step)
         "retries": 2,
         "retry_delay": dt.timedelta(minutes=2),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(minutes=30),
+        "execution_timeout": dt.timedelta(hours=3),
+        "on_failure_callback": _record_failure,
     },
     params={
         "billing_date": Param(None, type=["null", "string"], format="date",
@@ -66,16 +77,17 @@ INVOICE_LINES = Asset(name="billing_invoice_lines", uri="billing://warehouse/inv
 def billing_daily():
     @task
     def billing_date() -> str:
-        from billing_jobs.orchestration import billing_date_for
+        from billing_jobs.orchestration import billing_date
 
         context = get_current_context()
-        return billing_date_for(context["params"], context.get("logical_date")).isoformat()
+        return billing_date(context["params"], context.get("logical_date"))
 
     @task.sensor(poke_interval=300, timeout=12 * 3600, mode="reschedule")
     def wait_for_partition(day: str) -> PokeReturnValue:
-        from billing_jobs.orchestration import partition_complete
+        from billing_jobs.orchestration import partition_ready
 
-        return PokeReturnValue(is_done=partition_complete(day), xcom_value=day)
+        run_type = get_current_context()["dag_run"].run_type
+        return PokeReturnValue(is_done=partition_ready(day, run_type), xcom_value=day)
 
     @task
     def plan(day: str) -> str:
@@ -89,16 +101,18 @@ def billing_daily():
 
         return shard_numbers(folder)
 
-    @task
+    @task(map_index_template="{{ label }}")
     def split(folder: str, part: int) -> list[int]:
         from billing_jobs.orchestration import split
 
+        get_current_context()["label"] = f"part {part}"
         return split(folder, part)
 
-    @task
+    @task(map_index_template="{{ label }}")
     def write_shard(folder: str, shard: int) -> str:
         from billing_jobs.orchestration import write_shard
 
+        get_current_context()["label"] = f"shard {shard}"
         return write_shard(folder, shard)
 
     @task
@@ -107,12 +121,11 @@ def billing_daily():
 
         return combine(folder)
 
-    @task(retries=0)  # an audit failure is a finding, not a glitch: no retry
+    @task
     def audit(folder: str) -> str:
         from billing_jobs.orchestration import audit
 
-        audit(folder)
-        return folder
+        return audit(folder)
 
     @task(max_active_tis_per_dag=1, outlets=[INVOICE_LINES])
     def publish(folder: str) -> dict:

@@ -68,3 +68,17 @@ def reference_result(messages: list[Message]) -> dict:
 def charged(result: dict) -> list[tuple[str, str]]:
     """(message_id, conversation type) of the starts, in time order."""
     return [(s[0], s[1]) for s in sorted(result["starts"], key=lambda s: (s[2], s[0]))]
+
+
+def write_day(settings, day: dt.date, shards: int = 1):
+    """The steps of a run before its audit (plan, split, write every shard, combine), as
+    `sequence.run_day` runs them; returns the run folder."""
+    from billing_jobs import sequence
+
+    folder = sequence.plan(settings, day, shards)
+    for k in range(shards):
+        sequence.split(settings, folder, k)
+    for k in range(shards):
+        sequence.write_shard(settings, folder, k)
+    sequence.combine(settings, folder)
+    return folder

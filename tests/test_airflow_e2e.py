@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from billing_jobs import pipeline, restate
+from billing_jobs import restate, sequence
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
 
@@ -138,7 +138,7 @@ def from_scratch(settings: Settings, tmp_path: Path, days: list[dt.date]) -> Set
     scratch = dataclasses.replace(settings, warehouse_url=f"duckdb:///{tmp_path}/scratch.duckdb",
                                   staging=str(tmp_path / "scratch-staging"))
     for day in days:
-        pipeline.run_day(scratch, day)
+        sequence.run_day(scratch, day)
     return scratch
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.run import START, dataset, missed_targets
-from billing_jobs import pipeline
+from billing_jobs import sequence
 from billing_jobs.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def test_sharded_bench_runs_every_task_in_its_own_process_and_bills_the_same(tmp
     source = dataset(messages, 42, tmp_path / "data").parent
     settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
                                 warehouse_url=f"duckdb:///{tmp_path}/one.duckdb")
-    one = pipeline.run_day(settings, START)
+    one = sequence.run_day(settings, START)
     assert row["starts"] == one["starts_on_day"] > 0
     assert row["digest"] == [one["starts_on_day"], str(one["amount"])]  # (starts, amount)
 
@@ -67,7 +67,7 @@ def test_steady_state_bench_bills_the_last_of_three_days_with_shards_sized_by_it
     source = dataset(messages, 42, tmp_path / "data", days=3).parent
     settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
                                 warehouse_url=f"duckdb:///{tmp_path}/one.duckdb")
-    one = pipeline.run_day(settings, START + dt.timedelta(days=2), shards=1)
+    one = sequence.run_day(settings, START + dt.timedelta(days=2), shards=1)
     assert row["digest"] == [one["starts_on_day"], str(one["amount"])]
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from test_airflow_e2e import call, free_port, running_airflow
 
-from billing_jobs import pipeline
+from billing_jobs import sequence
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
-from test_airflow_e2e import call, free_port, running_airflow
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -116,7 +116,7 @@ def test_a_sharded_day_on_celery_with_two_workers(celery_airflow, tmp_path):
     assert [(str(d), s) for d, s in runs] == [(str(DAY), "published")]
     scratch = dataclasses.replace(settings, warehouse_url=f"duckdb:///{tmp_path}/scratch.duckdb",
                                   staging=str(tmp_path / "scratch"))
-    pipeline.run_day(scratch, DAY)
+    sequence.run_day(scratch, DAY)
     import duckdb
 
     expected = sorted(tuple(map(str, r)) for r in duckdb.connect(

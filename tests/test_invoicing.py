@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs import invoicing, pipeline
+from billing_jobs import invoicing, sequence
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
 from billing_jobs.reference_data import load_reference
@@ -88,11 +88,11 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
     (tmp_path / "landing" / "messages" / f"date={attempt_day}" / "attempt.jsonl").write_text(
         json.dumps(attempt) + "\n")
     for day in FEB[:-1]:
-        pipeline.run_day(settings, day)
+        sequence.run_day(settings, day)
     with pytest.raises(invoicing.CloseRefused, match=r"1 day\(s\) not published: 2026-02-28 "
                                                       r"\(never run\)"):
         invoicing.close_month(settings, FEB[0])
-    pipeline.run_day(settings, FEB[-1])
+    sequence.run_day(settings, FEB[-1])
 
     february = invoicing.close_month(settings, FEB[0])
     numbers = [inv["invoice_number"] for inv in february]
@@ -112,7 +112,7 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
             "sent_at": f"{late_day}T12:00:00Z"}
     (tmp_path / "landing" / "messages" / f"date={late_day}" / "late.jsonl").write_text(
         json.dumps(late) + "\n")
-    done = pipeline.run_day(settings, late_day)
+    done = sequence.run_day(settings, late_day)
     assert issued(settings) == before
     (adjustment,) = rows(settings, "select * from billing.adjustments")
     price = [r for r in ref.rates if r.country == country
@@ -129,7 +129,7 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
     # so its charge is taken back on the next invoice (sent < failed: the failed copy wins)
     (tmp_path / "landing" / "messages" / f"date={attempt_day}" / "late-status.jsonl").write_text(
         json.dumps({**attempt, "status": "failed"}) + "\n")
-    pipeline.run_day(settings, attempt_day)
+    sequence.run_day(settings, attempt_day)
     assert issued(settings) == before
     (taken_back,) = rows(settings, "select * from billing.adjustments where billing_date = :d",
                          d=attempt_day)
@@ -143,7 +143,7 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
     with pytest.raises(invoicing.CloseRefused, match="31 day"):
         invoicing.close_month(settings, MAR[0])
     for day in MAR:
-        pipeline.run_day(settings, day)
+        sequence.run_day(settings, day)
     march = invoicing.close_month(settings, MAR[0])
     assert [inv["invoice_number"] for inv in march] == list(
         range(len(february) + 1, len(february) + len(march) + 1))
@@ -177,7 +177,7 @@ def test_finance_role_reads_and_cannot_write(pg_url, pg_admin, tmp_path, landing
 
     settings = Settings.resolve(source=str(landing_zone), warehouse_url=pg_url,
                                 staging=str(tmp_path / "staging"))
-    pipeline.run_day(settings, FEB[0])
+    sequence.run_day(settings, FEB[0])
     engine = sa.create_engine(pg_url)
     with engine.begin() as conn:
         warehouse.apply_finance_role(conn, "billing")

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 
+from helpers import BASE, charged, engine_result, msg
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_properties import message_logs
 
 from billing_jobs.reference import Message
-from helpers import BASE, charged, engine_result, msg
-from test_properties import message_logs
 
 DAY = dt.timedelta(days=1)
 

@@ -46,7 +46,8 @@ def test_a_day_bills_from_the_wheel_alone(tmp_path):
         return done.stdout
 
     where = subprocess.run([sys.executable, "-c", "import billing_jobs.warehouse as w, "
-                            "billing_jobs.audit as a; print(w.SQL_DIR); print(a.SUITES)"],
+                            "billing_jobs.config as c; print(w.SQL_DIR); "
+                            "print(c.Settings.resolve().suites)"],
                            cwd=work, env=env, capture_output=True, text=True, check=True)
     assert where.stdout.split() == [str(site / "billing_jobs" / "sql"),
                                     str(site / "billing_jobs" / "expectations")]

@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from helpers import write_day
 
-from billing_jobs import landing, pipeline, reference
-from billing_jobs.audit import AuditFailed
+from billing_jobs import audit_inputs, landing, reference, sequence, window
 from billing_jobs.config import Settings
+from billing_jobs.errors import AuditFailed, PricingError, ReferenceDataError, RunError
 from billing_jobs.generate import generate
-from billing_jobs.pricing import PricingError
-from billing_jobs.reference_data import ReferenceError, load_reference
+from billing_jobs.reference_data import load_reference
 
 START = dt.date(2026, 3, 1)
 DAYS = [START + dt.timedelta(days=k) for k in range(3)]
@@ -67,7 +67,7 @@ def day_tables(settings: Settings, day: dt.date | None = None) -> dict[str, list
 def expected_lines(settings: Settings, day: dt.date) -> dict[tuple, tuple[int, Decimal]]:
     """Invoice lines for `day` by the reference rules and a direct reading of the rate card."""
     ref = load_reference(settings.reference)
-    files = [f for d in pipeline.partitions_read(day)
+    files = [f for d in window.partitions_read(day)
              for f in landing.partition_files(settings.source, d)]
     batch = landing.read_files(files, lines=ref.line_owners)
     result = reference.reconcile(reference.messages_from_table(batch.valid))
@@ -97,7 +97,7 @@ def normalised(lines: dict) -> dict:
 
 def test_a_multi_day_run_publishes_the_expected_lines(settings):
     for day in DAYS:
-        pipeline.run_day(settings, day)
+        sequence.run_day(settings, day)
     for day in DAYS:
         assert published_lines(settings, day) == normalised(expected_lines(settings, day))
     runs = query(settings, "select billing_date, status, messages_read, accepted, duplicates,"
@@ -112,7 +112,7 @@ def test_a_multi_day_run_publishes_the_expected_lines(settings):
 
 def test_invoice_totals_equal_priced_starts_across_a_price_change(settings):
     for day in DAYS:
-        pipeline.run_day(settings, day)
+        sequence.run_day(settings, day)
     prices = query(settings, "select distinct unit_price from billing.conversation_starts"
                    " where country = 'US' and conversation_type = 'business_initiated'")
     assert {Decimal(p[0]).normalize() for p in prices} == {Decimal("0.0266"), Decimal("0.025")}
@@ -126,9 +126,9 @@ def test_invoice_totals_equal_priced_starts_across_a_price_change(settings):
 
 def test_rerunning_a_day_leaves_every_table_identical(settings):
     for day in DAYS:
-        pipeline.run_day(settings, day)
+        sequence.run_day(settings, day)
     before = day_tables(settings)
-    pipeline.run_day(settings, DAYS[1])
+    sequence.run_day(settings, DAYS[1])
     assert day_tables(settings) == before
     runs = query(settings, "select status from billing.billing_runs where billing_date = :d",
                  d=DAYS[1])
@@ -136,32 +136,32 @@ def test_rerunning_a_day_leaves_every_table_identical(settings):
 
 
 def test_a_failure_between_delete_and_insert_keeps_the_previous_day(settings):
-    pipeline.run_day(settings, DAYS[0])
+    sequence.run_day(settings, DAYS[0])
     before = day_tables(settings)
-    folder = pipeline.write(settings, DAYS[0])
-    pipeline.audit(folder)
+    folder = write_day(settings, DAYS[0])
+    sequence.audit(settings, folder)
     # the staged starts now hold one message twice: the insert after the delete must fail
-    path = folder / "conversation_starts.parquet"
+    path = folder.path / "conversation_starts.parquet"
     starts = pq.read_table(path)
     pq.write_table(pa.concat_tables([starts, starts.slice(0, 1)]), path)
     with pytest.raises(Exception, match="(?i)duplicate|unique|primary key|constraint"):
-        pipeline.publish(settings, folder)
+        sequence.publish(settings, folder)
     assert day_tables(settings) == before
 
 
 def test_a_failed_audit_publishes_nothing_and_names_the_expectation(settings):
-    folder = pipeline.write(settings, DAYS[0])
-    path = folder / "invoice_lines.parquet"
+    folder = write_day(settings, DAYS[0])
+    path = folder.path / "invoice_lines.parquet"
     lines = pq.read_table(path)
     wrong = pa.array([a + Decimal("0.01") for a in lines.column("amount").to_pylist()],
                      lines.schema.field("amount").type)
     pq.write_table(lines.set_column(lines.schema.get_field_index("amount"), "amount", wrong), path)
     with pytest.raises(AuditFailed, match=r"invoice_lines: expect_column_pair_values_to_be_equal"
                                           r"\(amount, quantity_times_unit_price\)"):
-        pipeline.audit(folder)
-    assert json.loads((folder / "audit.json").read_text())["success"] is False
-    with pytest.raises(pipeline.RunError, match="not audited, or the audit failed"):
-        pipeline.publish(settings, folder)
+        sequence.audit(settings, folder)
+    assert json.loads((folder.path / "audit.json").read_text())["success"] is False
+    with pytest.raises(RunError, match="not audited, or the audit failed"):
+        sequence.publish(settings, folder)
 
 
 def _edit_rate_card(settings: Settings, edit) -> None:
@@ -171,11 +171,11 @@ def _edit_rate_card(settings: Settings, edit) -> None:
 
 
 def test_a_rate_card_missing_a_country_stops_the_load(settings):
-    pipeline.run_day(settings, DAYS[0])
+    sequence.run_day(settings, DAYS[0])
     before = day_tables(settings)
     _edit_rate_card(settings, lambda rows: [r for r in rows if not r.startswith("US,")])
     with pytest.raises(PricingError, match=r"have no rate in rate_card.csv, e.g. US "):
-        pipeline.run_day(settings, DAYS[0])
+        sequence.run_day(settings, DAYS[0])
     assert day_tables(settings) == before
     statuses = query(settings, "select status, error from billing.billing_runs order by started_at")
     assert statuses[-1][0] == "failed" and "no rate" in statuses[-1][1]
@@ -185,14 +185,14 @@ def test_overlapping_rate_rows_stop_the_load(settings):
     country = next(iter(load_reference(settings.reference).lines.values()))[1]
     _edit_rate_card(settings, lambda rows: rows + [f"{country},user_initiated,0.04,USD,2026-01-01,"])
     with pytest.raises(PricingError, match="more than one rate"):
-        pipeline.run_day(settings, DAYS[0])
+        sequence.run_day(settings, DAYS[0])
     assert day_tables(settings)["invoice_lines"] == []
 
 
 def test_a_broken_rate_card_row_is_named(settings):
     _edit_rate_card(settings, lambda rows: rows + ["BR,user_initiated,cheap,USD,2026-01-01,"])
-    with pytest.raises(ReferenceError, match=r"rate_card.csv row \d+: unit_price is not a decimal"):
-        pipeline.run_day(settings, DAYS[0])
+    with pytest.raises(ReferenceDataError, match=r"rate_card.csv row \d+: unit_price is not a decimal"):
+        sequence.run_day(settings, DAYS[0])
 
 
 def test_unknown_lines_and_unparseable_rows_are_quarantined_not_billed(settings):
@@ -203,7 +203,7 @@ def test_unknown_lines_and_unparseable_rows_are_quarantined_not_billed(settings)
         f.write(json.dumps({**base, "message_id": "x-unknown-line", "line_id": "L9999"}) + "\n")
         f.write(json.dumps({**base, "message_id": "x-bad-time", "line_id": "L0011",
                             "sent_at": "10 o'clock"}) + "\n")
-    pipeline.run_day(settings, DAYS[0])
+    sequence.run_day(settings, DAYS[0])
     quarantined = dict(query(settings, "select message_id, reason from"
                              " billing.quarantined_messages where message_id like 'x-%'"))
     assert quarantined == {"x-unknown-line": "unknown_line", "x-bad-time": "invalid_sent_at"}
@@ -212,12 +212,12 @@ def test_unknown_lines_and_unparseable_rows_are_quarantined_not_billed(settings)
 
 
 def test_an_unreadable_file_fails_the_run_naming_it(settings):
-    pipeline.run_day(settings, DAYS[0])
+    sequence.run_day(settings, DAYS[0])
     before = day_tables(settings)
     bad = f"{settings.source}/messages/date={DAYS[0]}/corrupt.parquet"
     open(bad, "wb").write(b"PAR1 this is not parquet")
     with pytest.raises(landing.LandingError, match="corrupt.parquet: cannot read file"):
-        pipeline.run_day(settings, DAYS[0])
+        sequence.run_day(settings, DAYS[0])
     assert day_tables(settings) == before
 
 
@@ -227,7 +227,7 @@ def test_no_phone_number_reaches_the_warehouse(settings):
         f.write(json.dumps({"message_id": "x-broken", "customer_id": "C001", "line_id": "L0011",
                             "contact_id": "+4915199999999", "direction": "sideways",
                             "message_type": "session", "sent_at": f"{DAYS[0]}T10:00:00Z"}) + "\n")
-    pipeline.run_day(settings, DAYS[0])
+    sequence.run_day(settings, DAYS[0])
     contacts = set(landing.read_files(landing.message_files(
         [f"{settings.source}/messages"])).valid.column("contact_id").to_pylist())
     contacts.add("+4915199999999")
@@ -245,17 +245,17 @@ def test_no_phone_number_reaches_the_warehouse(settings):
 
 
 def test_the_contact_key_depends_on_the_secret(settings):
-    pipeline.run_day(settings, DAYS[0])
+    sequence.run_day(settings, DAYS[0])
     first = query(settings, "select contact_key from billing.conversation_starts order by 1")
     other = dataclasses.replace(settings, contact_key_secret="another-secret")
-    pipeline.run_day(other, DAYS[0])
+    sequence.run_day(other, DAYS[0])
     second = query(settings, "select contact_key from billing.conversation_starts order by 1")
     assert len(first) == len(second) and set(first).isdisjoint(second)
 
 
 def test_a_missing_partition_is_refused_not_published_as_empty(settings):
-    with pytest.raises(pipeline.RunError, match="no partition for 2026-03-09"):
-        pipeline.run_day(settings, dt.date(2026, 3, 9))
+    with pytest.raises(RunError, match="no partition for 2026-03-09"):
+        sequence.run_day(settings, dt.date(2026, 3, 9))
 
 
 def _hold_duckdb_file(path: str, seconds: float):
@@ -272,7 +272,7 @@ def _hold_duckdb_file(path: str, seconds: float):
 
 
 def test_a_locked_duckdb_file_makes_the_run_wait_then_fail_clearly(tmp_path, landing_zone):
-    from billing_jobs.warehouse import WarehouseError
+    from billing_jobs.errors import WarehouseError
 
     path = tmp_path / "warehouse.duckdb"
     settings = Settings.resolve(source=str(landing_zone), warehouse_url=f"duckdb:///{path}",
@@ -280,12 +280,12 @@ def test_a_locked_duckdb_file_makes_the_run_wait_then_fail_clearly(tmp_path, lan
     holder = _hold_duckdb_file(str(path), 60)
     try:
         with pytest.raises(WarehouseError, match="is locked by another process.*gave up after 1 s"):
-            pipeline.run_day(settings, DAYS[0])
+            sequence.run_day(settings, DAYS[0])
     finally:
         holder.kill()
         holder.wait()
     # once the other writer is gone, the same run goes through
-    assert pipeline.run_day(settings, DAYS[0])["published"]
+    assert sequence.run_day(settings, DAYS[0])["published"]
 
 
 def test_a_briefly_locked_duckdb_file_is_waited_for(tmp_path, landing_zone):
@@ -294,7 +294,7 @@ def test_a_briefly_locked_duckdb_file_is_waited_for(tmp_path, landing_zone):
                                 staging=str(tmp_path / "staging"), lock_wait_s="60")
     holder = _hold_duckdb_file(str(path), 3)
     try:
-        assert pipeline.run_day(settings, DAYS[0])["published"]
+        assert sequence.run_day(settings, DAYS[0])["published"]
     finally:
         holder.wait()
 
@@ -302,7 +302,7 @@ def test_a_briefly_locked_duckdb_file_is_waited_for(tmp_path, landing_zone):
 def test_postgresql_runs_of_one_date_do_not_interleave(pg_url, landing_zone, tmp_path):
     import threading
 
-    from billing_jobs.warehouse import WarehouseError
+    from billing_jobs.errors import WarehouseError
 
     settings = Settings.resolve(source=str(landing_zone), warehouse_url=pg_url,
                                 staging=str(tmp_path / "staging"), lock_wait_s="1")
@@ -311,14 +311,14 @@ def test_postgresql_runs_of_one_date_do_not_interleave(pg_url, landing_zone, tmp
     holder.execute(sa.text("select pg_advisory_lock(hashtext(:k))"), {"k": f"billing_date:{DAYS[0]}"})
     try:
         with pytest.raises(WarehouseError, match=f"billing date {DAYS[0]} is being published"):
-            pipeline.run_day(settings, DAYS[0])
+            sequence.run_day(settings, DAYS[0])
         # another date is not blocked
-        assert pipeline.run_day(settings, DAYS[1])["published"]
+        assert sequence.run_day(settings, DAYS[1])["published"]
         # with a longer wait, the run goes through once the other run lets go
         patient = dataclasses.replace(settings, lock_wait_s=60)
         threading.Timer(2, lambda: holder.execute(sa.text("select pg_advisory_unlock_all()"))
                         ).start()
-        assert pipeline.run_day(patient, DAYS[0])["published"]
+        assert sequence.run_day(patient, DAYS[0])["published"]
     finally:
         holder.close()
         engine.dispose()
@@ -330,7 +330,7 @@ def test_finance_queries_run_and_round_totals_half_up(settings):
     from billing_jobs.summary import run_query
 
     for day in DAYS:
-        pipeline.run_day(settings, day)
+        sequence.run_day(settings, day)
     for name in ("published_invoice_lines", "starts_by_day_and_type", "quarantine_by_reason"):
         assert run_query(name, settings)[1], name
     columns, rows = run_query("monthly_totals_by_customer", settings)
@@ -349,7 +349,7 @@ def test_restatement_rebills_exactly_the_days_a_late_file_changes(settings):
 
     days = [START + dt.timedelta(days=k) for k in range(3)]
     for day in days:
-        pipeline.run_day(settings, day)
+        sequence.run_day(settings, day)
     assert restate.stale_days(settings, START) == []
     before = {day: day_tables(settings, day) for day in days}
 
@@ -375,36 +375,34 @@ def test_restatement_rebills_exactly_the_days_a_late_file_changes(settings):
 
 
 def test_the_starts_are_audited_in_slices_and_ids_stay_unique_across_them(settings, monkeypatch):
-    monkeypatch.setattr(pipeline, "AUDIT_CHUNK_ROWS", 100)  # several slices even on a small day
-    folder = pipeline.write(settings, DAYS[0])
-    pipeline.audit(folder)
-    results = json.loads((folder / "audit.json").read_text())["results"]
+    monkeypatch.setattr(audit_inputs, "AUDIT_CHUNK_ROWS", 100)  # several slices even on a small day
+    folder = write_day(settings, DAYS[0])
+    sequence.audit(settings, folder)
+    results = json.loads((folder.path / "audit.json").read_text())["results"]
     assert {"conversation_starts", "conversation_starts-1", "conversation_starts-2"} <= set(results)
     # one start twice, in different slices: no slice sees it, the day's totals do
-    path = folder / "conversation_starts.parquet"
+    path = folder.path / "conversation_starts.parquet"
     starts = pq.read_table(path)
     pq.write_table(pa.concat_tables([starts, starts.slice(0, 1)]), path)
     with pytest.raises(AuditFailed, match=r"run_totals: expect_column_pair_values_to_be_equal"
                                           r"\(starts, distinct_start_ids\)"):
-        pipeline.audit(folder)
+        sequence.audit(settings, folder)
 
 
-def test_an_expectation_that_cannot_run_says_why(settings, tmp_path, monkeypatch):
-    import billing_jobs.audit as audit_module
-
+def test_an_expectation_that_cannot_run_says_why(settings, tmp_path):
     suites = tmp_path / "suites"
-    shutil.copytree(audit_module.SUITES, suites)
+    shutil.copytree(settings.suites, suites)
     spec = json.loads((suites / "run_totals.json").read_text())
     spec["expectations"].append({"type": "expect_column_values_to_not_be_null",
                                  "kwargs": {"column": "no_such_column"}})
     (suites / "run_totals.json").write_text(json.dumps(spec))
-    folder = pipeline.write(settings, DAYS[0])
-    pipeline.audit(folder)  # the staging area's GX project now holds the shipped suites
-    monkeypatch.setattr(audit_module, "SUITES", suites)  # ... and then the suite file changes
+    folder = write_day(settings, DAYS[0])
+    sequence.audit(settings, folder)  # the staging area's GX project now holds the shipped suites
+    changed = dataclasses.replace(settings, expectations=str(suites))  # ... then the suite changes
     with pytest.raises(AuditFailed, match=r"run_totals: expect_column_values_to_not_be_null"
                                           r"\(no_such_column\) failed: could not be evaluated: .*"
                                           r"no_such_column"):
-        pipeline.audit(folder)
+        sequence.audit(changed, folder)
 
 
 @pytest.mark.parametrize("scheme", ["memory", "file"])
@@ -433,7 +431,7 @@ def test_a_landing_zone_behind_an_fsspec_url_bills_what_a_local_one_bills(landin
     def run(source: str, name: str, shards: int) -> tuple[dict, dict]:
         s = Settings.resolve(source=source, staging=str(tmp_path / f"staging-{name}"),
                              warehouse_url=f"duckdb:///{tmp_path}/{name}.duckdb")
-        done = pipeline.run_day(s, DAYS[2], shards=shards)
+        done = sequence.run_day(s, DAYS[2], shards=shards)
         return day_tables(s, DAYS[2]), {k: done[k] for k in ("rows_read", "accepted",
                                                                "quarantined", "amount")}
 
@@ -449,5 +447,5 @@ def test_a_landing_zone_behind_an_fsspec_url_bills_what_a_local_one_bills(landin
     assert query(s, "select source_file from billing.quarantined_messages"
                     " where message_id = 'x-unknown-line'") == [
         (f"{url}/messages/date={DAYS[2]}/extra.jsonl",)]
-    with pytest.raises(pipeline.RunError, match=f"no partition for {START + dt.timedelta(days=9)}"):
-        pipeline.run_day(s, START + dt.timedelta(days=9))
+    with pytest.raises(RunError, match=f"no partition for {START + dt.timedelta(days=9)}"):
+        sequence.run_day(s, START + dt.timedelta(days=9))

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from helpers import BASE, LINE_CUSTOMER, engine_result, reference_result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing_jobs import landing
 from billing_jobs.reconcile import reconcile
 from billing_jobs.reference import Message
-from helpers import BASE, LINE_CUSTOMER, engine_result, reference_result
 
 KINDS = [("inbound", "session"), ("outbound", "session"), ("outbound", "template")]
 STATUSES = ["sent", "failed", "delivered", "read"]

@@ -11,9 +11,13 @@ import shutil
 import duckdb
 import pytest
 
-from billing_jobs import pipeline
+from billing_jobs import landing as landing_zone
+from billing_jobs import sequence
+from billing_jobs import window as windows
 from billing_jobs.config import Settings
+from billing_jobs.errors import RunError
 from billing_jobs.generate import generate
+from billing_jobs.run_folder import RunFolder
 from billing_jobs.shards import shard_of
 
 START = dt.date(2026, 3, 1)
@@ -59,7 +63,7 @@ def test_any_number_of_shards_publishes_the_same_day(landing, tmp_path, shards):
     for n in (1, shards):
         settings = Settings.resolve(source=str(landing), staging=str(tmp_path / f"s{n}"),
                                     warehouse_url=f"duckdb:///{tmp_path}/w{n}.duckdb")
-        pipeline.run_day(settings, day, shards=n)
+        sequence.run_day(settings, day, shards=n)
         results[n] = published(settings.warehouse_url, day)
     assert results[1]["invoice_lines"] and results[1]["quarantined_messages"]
     assert results[shards] == results[1]
@@ -80,10 +84,10 @@ def test_a_conflict_across_shards_is_refused_not_billed(landing, tmp_path):
         "".join(json.dumps(c) + "\n" for c in copies))
     settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
                                 warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
-    with pytest.raises(pipeline.RunError, match="copies on lines in different shards.*unsharded"):
-        pipeline.run_day(settings, day, shards=4)
+    with pytest.raises(RunError, match="copies on lines in different shards.*with one shard"):
+        sequence.run_day(settings, day, shards=4)
     # unsharded, the rules apply: both copies quarantined as conflicting, nothing billed for them
-    pipeline.run_day(dataclasses.replace(settings), day, shards=1)
+    sequence.run_day(dataclasses.replace(settings), day, shards=1)
     con = duckdb.connect(f"{tmp_path}/w.duckdb", read_only=True)
     assert con.execute("select reason from billing.quarantined_messages where message_id = 'twice'"
                        ).fetchall() == [("conflicting_duplicate",)] * 2
@@ -115,26 +119,25 @@ def test_shards_read_the_files_of_their_plan_not_a_late_arrival(landing, tmp_pat
     day = START + dt.timedelta(days=2)
     settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
                                 warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
-    expected = pipeline.run_day(dataclasses.replace(
+    expected = sequence.run_day(dataclasses.replace(
         settings, staging=str(tmp_path / "one")), day)["rows_read"]
-    folder = pipeline.plan_sharded(settings, day, shards=4)
-    with pytest.raises(pipeline.RunError, match="not split yet"):
-        write_shard(settings, day, folder, 0, 4)
+    folder = sequence.plan(settings, day, shards=4)
+    with pytest.raises(RunError, match="not split yet"):
+        write_shard(folder, 0, settings.contact_key_secret)
     for k in range(4):
         split(folder, k)
-    write_shard(settings, day, folder, 0, 4)
+    write_shard(folder, 0, settings.contact_key_secret)
     line = next(f"L{i:04d}" for i in range(1, 100) if shard_of(f"L{i:04d}", 4) != 0)
     late = {"message_id": "late-1", "customer_id": "C001", "line_id": line,
             "contact_id": "+4915100000003", "direction": "inbound", "message_type": "session",
             "sent_at": f"{day}T23:00:00Z"}
     (source / "messages" / f"date={day}" / "late.jsonl").write_text(json.dumps(late) + "\n")
     for k in (1, 2, 3):
-        write_shard(settings, day, folder, k, 4)
-    pipeline.combine_shards(settings, folder)
-    run = json.loads((folder / "run.json").read_text())
-    assert run["counts"]["rows_read"] == expected
-    assert not (folder / "split").exists()  # the split copy of the input is gone after combine
-    assert run["partitions"] == json.loads((folder / "plan.json").read_text())["partitions"]
+        write_shard(folder, k, settings.contact_key_secret)
+    run = sequence.combine(settings, folder)
+    assert run.counts["rows_read"] == expected
+    assert not (folder.path / "split").exists()  # the split copy of the input is gone
+    assert run.partitions == folder.plan.partitions == RunFolder(folder.path).run.partitions
 
 
 def test_distinct_sorted_is_np_unique():
@@ -152,19 +155,19 @@ def test_without_a_shard_count_a_day_gets_one_per_rows_per_shard_of_its_window(l
     """The nightly schedule names no count: a shard holds its share of all of D-2..D (what is in
     memory), so a day grows shards as traffic grows instead of outgrowing one process."""
     day = START + dt.timedelta(days=2)
-    window = sum(pipeline.landing.estimated_rows(pipeline.landing.partition_files(landing, d))
-                 for d in pipeline.partitions_read(day))
+    window = sum(landing_zone.estimated_rows(landing_zone.partition_files(landing, d))
+                 for d in windows.partitions_read(day))
     assert window > 18_000  # three days of 6,000 messages and the text files' estimates
     settings = Settings.resolve(source=str(landing), staging=str(tmp_path / "staging"),
                                 warehouse_url=f"duckdb:///{tmp_path}/w.duckdb",
                                 rows_per_shard="5000")
     expected = -(-window // 5000)
     assert expected > 1
-    assert pipeline.shards_needed(settings, day) == expected
-    folder = pipeline.plan_sharded(settings, day, shards=None)
-    assert json.loads((folder / "plan.json").read_text())["shards"] == expected
-    auto = pipeline.run_day(settings, day)
-    one = pipeline.run_day(dataclasses.replace(settings, rows_per_shard=1e9,
+    assert windows.shards_for(windows.listing(landing, day), settings.rows_per_shard) == expected
+    folder = sequence.plan(settings, day, shards=None)
+    assert folder.plan.shards == expected
+    auto = sequence.run_day(settings, day)
+    one = sequence.run_day(dataclasses.replace(settings, rows_per_shard=1e9,
                                                warehouse_url=f"duckdb:///{tmp_path}/one.duckdb"),
                            day)
     assert published(settings.warehouse_url, day) == published(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from helpers import charged, engine_result, msg, reference_result
 
 U, B = "user_initiated", "business_initiated"

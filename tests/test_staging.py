@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from billing_jobs import cli, pipeline
+from billing_jobs import cli, sequence
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
+from billing_jobs.run_folder import RunFolder
 from billing_jobs.staging import prune, staged_runs
 
 DAY = dt.date(2026, 3, 1)
@@ -33,9 +34,9 @@ def _age(folder, days: int) -> None:
 
 
 def test_runs_older_than_the_limit_are_removed_and_nothing_else(settings, capsys):
-    old = pipeline.run_day(settings, DAY)["run_id"]
-    recent = pipeline.run_day(settings, DAY)["run_id"]
-    planned = pipeline.plan_sharded(settings, DAY, shards=2)  # a sharded run that never finished
+    old = sequence.run_day(settings, DAY)["run_id"]
+    recent = sequence.run_day(settings, DAY)["run_id"]
+    planned = sequence.plan(settings, DAY, shards=2).path  # a sharded run that never finished
     folders = {r.folder.name: r.folder for r in staged_runs(settings.staging)}
     assert set(folders) == {old, recent, planned.name}
     _age(folders[old], 20)
@@ -49,7 +50,7 @@ def test_runs_older_than_the_limit_are_removed_and_nothing_else(settings, capsys
     assert {r.folder.name for r in removed} == {old, planned.name}
     assert all(r.bytes > 0 for r in removed)
     assert [r.folder.name for r in staged_runs(settings.staging)] == [recent]
-    assert pipeline.gx_project(folders[recent]).is_dir()  # every audit's results stay
+    assert RunFolder(folders[recent]).gx_project.is_dir()  # every audit's results stay
     # what was published stays published
     import duckdb
 
@@ -60,7 +61,7 @@ def test_runs_older_than_the_limit_are_removed_and_nothing_else(settings, capsys
 
 
 def test_a_day_folder_goes_with_its_last_run(settings):
-    run = pipeline.run_day(settings, DAY)["run_id"]
+    run = sequence.run_day(settings, DAY)["run_id"]
     [staged] = staged_runs(settings.staging)
     assert staged.folder.name == run
     _age(staged.folder, 3)
@@ -80,7 +81,7 @@ def test_the_limit_is_at_least_one_day(settings, capsys):
 def test_the_dag_task_prunes_with_the_configured_limit(settings, monkeypatch):
     from billing_jobs import orchestration
 
-    run = pipeline.run_day(settings, DAY)["run_id"]
+    run = sequence.run_day(settings, DAY)["run_id"]
     [staged] = staged_runs(settings.staging)
     _age(staged.folder, 5)
     monkeypatch.setenv("BILLING_STAGING", settings.staging)

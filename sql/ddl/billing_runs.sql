@@ -18,5 +18,6 @@ create table if not exists {schema}.billing_runs (
     reference_hash text,
     rules_version text,
     code_version text,
-    error text
+    error text,
+    failed_step text
 )

@@ -1,0 +1,35 @@
+"""Keyed pseudonyms of contacts (data-contracts.md §3): the warehouse never holds a phone number,
+only `contact_key`, an HMAC-SHA256 of the contact id under the configured secret."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def contact_key(contact_id: str, secret: str) -> str:
+    return hmac.digest(secret.encode(), contact_id.encode(), "sha256").hex()
+
+
+def contact_keys(contacts: pa.ChunkedArray | pa.Array, secret: str) -> pa.Array:
+    """`contact_key` of every contact id, computed once per distinct id."""
+    encoded = pc.dictionary_encode(contacts)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    keys = [contact_key(c, secret) for c in encoded.dictionary.to_pylist()]
+    return pc.take(pa.array(keys, pa.string()), encoded.indices)
+
+
+def pseudonymised_records(records: pa.ChunkedArray, secret: str) -> pa.Array:
+    """Quarantined rows as JSON, with `contact_id` replaced by its `contact_key`: the record keeps
+    everything needed to see what was wrong, but no phone number reaches the warehouse."""
+    out = []
+    for text in records.to_pylist():
+        row = json.loads(text)
+        if row.get("contact_id") is not None:
+            row["contact_key"] = contact_key(str(row.pop("contact_id")), secret)
+        out.append(json.dumps(row, sort_keys=True, default=str))
+    return pa.array(out, pa.string())

@@ -1,0 +1,121 @@
+"""Publishing a staged run, and recording every run's outcome in `billing_runs`.
+
+`publish` replaces the date's rows with the staged run in one transaction, only after a passed
+audit. `record_failure` leaves a `failed` row with the step that failed and a one-line reason;
+it never touches the day's published rows, so the earlier version of the day stays."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from decimal import Decimal
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from billing_jobs import invoicing, warehouse
+from billing_jobs.config import Settings
+from billing_jobs.contract import RULES_VERSION
+from billing_jobs.errors import MAX_REASON, BillingError, RunError, redact
+from billing_jobs.reference_data import load_reference
+from billing_jobs.run_folder import RunFolder, StagedRun, code_version
+
+log = logging.getLogger(__name__)
+
+
+def publish(settings: Settings, folder: RunFolder) -> dict:
+    """Replace the date's rows with the staged run, in one transaction, after a passed audit.
+    Returns the run's counts with its amount and run id."""
+    if not folder.audited():
+        raise RunError(f"{folder}: not audited, or the audit failed: nothing published")
+    run = folder.run
+    day = run.billing_date
+    reference = load_reference(run.reference)
+    if reference.content_hash != run.reference_hash:
+        raise RunError(f"reference data in {run.reference} changed since the run was written; "
+                       f"write the day again")
+    # the day's starts (~10M rows on a 100M-message day) are loaded from their file, not held here
+    starts_path = folder.table("conversation_starts")
+    amount = pc.sum(pq.read_table(starts_path, columns=["unit_price"]).column("unit_price")
+                    ).as_py() or Decimal(0)  # exact decimal sum
+    tables = {name: pq.read_table(folder.table(name))
+              for name in warehouse.DAY_TABLES if name != "conversation_starts"}
+    tables["conversation_starts"] = starts_path
+    engine = warehouse.create_engine(settings.warehouse_url)
+    try:
+        with warehouse.connect(engine, settings.lock_wait_s) as conn:
+            with conn.begin():
+                warehouse.ensure_schema(conn, settings.schema)
+            with conn.begin():
+                warehouse.lock_billing_date(conn, day, settings.lock_wait_s)
+                warehouse.store_reference(conn, settings.schema, reference)
+                invoicing.book_adjustments(conn, settings.schema, day,
+                                           lambda: pq.read_table(starts_path), run.run_id,
+                                           f"{day} published again (run {run.run_id}, inputs "
+                                           f"{run.input_fingerprint[:12]})")
+                warehouse.replace_day(conn, settings.schema, day, tables)
+                warehouse.record_run(conn, settings.schema, run_row(run, "published", amount))
+    finally:
+        engine.dispose()
+    return {**run.counts, "amount": amount, "run_id": run.run_id}
+
+
+def run_row(run: StagedRun, status: str, amount=None, step: str | None = None,
+            error: str | None = None) -> dict:
+    c = run.counts
+    return {
+        "run_id": run.run_id, "billing_date": run.billing_date, "status": status,
+        "started_at": run.started_at, "finished_at": dt.datetime.now(dt.timezone.utc),
+        "messages_read": c.get("rows_read"), "accepted": c.get("accepted"),
+        "duplicates": c.get("duplicates"), "quarantined": c.get("quarantined"),
+        "failed_sends": c.get("failed"), "starts": c.get("starts_on_day", c.get("starts")),
+        "anomalies": c.get("anomalies_on_day"), "amount": amount,
+        "input_fingerprint": run.input_fingerprint or None,
+        "partitions": json.dumps(run.partitions) if run.partitions else None,
+        "reference_hash": run.reference_hash or None, "rules_version": RULES_VERSION,
+        "code_version": code_version(), "failed_step": step, "error": error,
+    }
+
+
+def record_failure(settings: Settings, day: dt.date, run_id: str, step: str, reason: str,
+                   folder: RunFolder | None = None,
+                   started: dt.datetime | None = None) -> bool:
+    """Leave a `failed` row for `day` in billing_runs naming the step and the reason (one line,
+    no password); never touches the day's published rows. Returns whether the row was written:
+    when the warehouse itself is what failed, the caller's own error report is all there is."""
+    reason = redact(" ".join(reason.split()))[:MAX_REASON]
+    run = _what_is_known(folder, day, run_id, started)
+    try:
+        engine = warehouse.create_engine(settings.warehouse_url)
+        try:
+            with warehouse.connect(engine, min(settings.lock_wait_s, 30)) as conn:
+                with conn.begin():
+                    warehouse.ensure_schema(conn, settings.schema)
+                with conn.begin():
+                    warehouse.record_run(conn, settings.schema,
+                                         run_row(run, "failed", step=step, error=reason))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - reporting must not hide the original cause
+        log.warning("could not record the failure of %s in billing_runs: %s", day,
+                    redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        return False
+    return True
+
+
+def _what_is_known(folder: RunFolder | None, day: dt.date, run_id: str,
+                   started: dt.datetime | None) -> StagedRun:
+    """The run as far as it got: its staged counts, else its plan, else only its date."""
+    if folder is not None:
+        try:
+            if folder.staged:
+                return folder.run
+            plan = folder.plan
+            return StagedRun(plan.run_id, plan.billing_date, plan.started_at, plan.source,
+                             plan.reference, "", plan.partitions, plan.shards, {}, "",
+                             RULES_VERSION, code_version())
+        except (BillingError, OSError, ValueError):
+            pass
+    return StagedRun(run_id, day, started or dt.datetime.now(dt.timezone.utc), "", "", "", {},
+                     0, {}, "", RULES_VERSION, code_version())

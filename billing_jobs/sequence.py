@@ -1,0 +1,111 @@
+"""One run of one billing date, whichever way it starts:
+
+    plan -> split (per part) -> write_shard (per shard) -> combine -> audit -> publish
+
+Airflow runs each step as a task (`dags/billing_daily.py` through `orchestration`); `run_day`
+runs them in a row for `billing-jobs run` and restatement. Both call these functions and nothing
+else computes a day. An unsharded day is a plan with one shard.
+
+Every step takes the settings and the run folder, reads and writes only that folder (and, for
+`publish`, the warehouse), and can be repeated: a retried step redoes its own work only. A failure
+at any step publishes nothing and keeps the previous version of the day; whoever runs the steps
+records it in `billing_runs` (`record_failure`: here for a run in a row, the task failure
+callback in Airflow).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from billing_jobs import audit_inputs, window
+from billing_jobs import publish as publishing
+from billing_jobs import shards as sharding
+from billing_jobs.config import Settings
+from billing_jobs.day import Clock
+from billing_jobs.errors import one_line
+from billing_jobs.run_folder import Plan, RunFolder, StagedRun, new_run_id
+from billing_jobs.tables import release_memory
+
+STEPS = ("plan", "split", "write_shard", "combine", "audit", "publish")
+
+
+def check(settings: Settings) -> None:
+    """What can be verified before any work: the landing zone, the warehouse URL, the suites."""
+    settings.check_source()
+    settings.check_warehouse()
+    settings.check_expectations()
+
+
+def plan(settings: Settings, day: dt.date, shards: int | None = None,
+         run_id: str | None = None) -> RunFolder:
+    """The run folder with plan.json: the files of D-2..D as they are now (a late file that lands
+    while the run goes on waits for the next run), their fingerprints, and the number of shards
+    (None: one per `rows_per_shard` rows of the window)."""
+    started = dt.datetime.now(dt.timezone.utc)
+    source = window.require_partition(settings.source, day)
+    files, partitions = window.files_and_fingerprints(source, day)
+    count = shards or window.shards_for(files, settings.rows_per_shard)
+    return RunFolder.create(settings.staging, Plan(
+        run_id=run_id or new_run_id(day, started), billing_date=day, started_at=started,
+        source=str(source), reference=str(settings.reference), partitions=partitions,
+        files=[str(f) for f in files], shards=count))
+
+
+def split(settings: Settings, folder: RunFolder, part: int) -> list[int]:
+    return sharding.split(folder, part)
+
+
+def write_shard(settings: Settings, folder: RunFolder, shard: int) -> Path:
+    return sharding.write_shard(folder, shard, settings.contact_key_secret)
+
+
+def combine(settings: Settings, folder: RunFolder) -> StagedRun:
+    return sharding.combine(folder)
+
+
+def audit(settings: Settings, folder: RunFolder) -> None:
+    audit_inputs.audit_run(folder, settings.suites)
+    release_memory()
+
+
+def publish(settings: Settings, folder: RunFolder) -> dict:
+    return publishing.publish(settings, folder)
+
+
+def run_day(settings: Settings, day: dt.date, dry_run: bool = False,
+            shards: int | None = None) -> dict:
+    """Every step in a row (publish left out with `dry_run`). Returns the run's counts, amount,
+    run id and seconds per step; on failure records it and raises the step's error."""
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = new_run_id(day, started)
+    folder, step, clock = None, "plan", Clock()
+    try:
+        check(settings)
+        folder = plan(settings, day, shards, run_id)
+        clock.lap("plan")
+        count = folder.plan.shards
+        step = "split"
+        for part in range(count):
+            split(settings, folder, part)
+        clock.lap("split")
+        step = "write_shard"
+        for shard in range(count):
+            write_shard(settings, folder, shard)
+        clock.lap("write_shard")
+        step = "combine"
+        run = combine(settings, folder)
+        clock.lap("combine")
+        step = "audit"
+        audit(settings, folder)
+        clock.lap("audit")
+        seconds = {**run.seconds, **clock.laps}
+        if dry_run:
+            return {**run.counts, "run_id": run_id, "published": False, "seconds": seconds}
+        step = "publish"
+        done = publish(settings, folder)
+        clock.lap("publish")
+        return {**done, "published": True, "seconds": {**seconds, **clock.laps}}
+    except Exception as exc:
+        publishing.record_failure(settings, day, run_id, step, one_line(exc), folder, started)
+        raise

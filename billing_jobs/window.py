@@ -1,0 +1,68 @@
+"""The input window of a billing date: a run for D reads partitions D-2, D-1 and D
+(billing-rules.md, Days). What a run read is recorded as each partition's fingerprint, which is
+what restatement compares later."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from pathlib import Path
+
+from billing_jobs import landing
+from billing_jobs.errors import RunError
+
+LOOK_BACK_DAYS = 2
+
+
+def partitions_read(day: dt.date) -> list[dt.date]:
+    return [day - dt.timedelta(days=k) for k in range(LOOK_BACK_DAYS, -1, -1)]
+
+
+def dependents(day: dt.date) -> list[dt.date]:
+    """The billing dates whose charges a change to partition `day` can reach: D, D+1, D+2."""
+    return [day + dt.timedelta(days=k) for k in range(LOOK_BACK_DAYS + 1)]
+
+
+def fingerprint(files: list[Path]) -> str:
+    """Content hash of a partition's files (names and bytes)."""
+    digest = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.name):
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def require_partition(source: str, day: dt.date) -> Path:
+    """The landing zone, once D's partition is known to exist: a missing partition is refused,
+    never published as an empty day."""
+    root = landing.location(source)
+    folder = root / "messages" / f"date={day}"
+    if not folder.is_dir():
+        raise RunError(f"no partition for {day}: {folder} does not exist (nothing published; "
+                       f"a day that really had no messages needs an empty partition folder)")
+    return root
+
+
+def listing(source: Path, day: dt.date) -> list[Path]:
+    """The files of partitions D-2..D."""
+    return [f for part in partitions_read(day) for f in landing.partition_files(source, part)]
+
+
+def files_and_fingerprints(source: Path, day: dt.date
+                           ) -> tuple[list[Path], dict[str, str | None]]:
+    """The files of partitions D-2..D and each partition's fingerprint (None: no files)."""
+    files, partitions = [], {}
+    for part in partitions_read(day):
+        found = landing.partition_files(source, part)
+        files += found
+        partitions[part.isoformat()] = fingerprint(found) if found else None
+    return files, partitions
+
+
+def shards_for(files: list[Path], rows_per_shard: float) -> int:
+    """One shard per `rows_per_shard` rows of the window: what a shard holds in memory is its
+    share of the whole window, not of D alone (a steady 100M-message day reads 300M rows)."""
+    return max(1, math.ceil(landing.estimated_rows(files) / rows_per_shard))
