@@ -12,9 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-from billing_jobs.errors import BillingError, UsageError, one_line
+from billing_jobs.errors import BillingError, UsageError, one_line, redact
 
 MAX_ID = 2**31 - 1  # invoice and item numbers are INTEGER in the warehouse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where to read more)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {redact(message)} (see {self.prog} --help)\n")
 
 
 def _date(text: str) -> dt.date:
@@ -38,7 +45,7 @@ def _number(text: str) -> int:
     """An invoice or item number: 1 to 2^31-1."""
     value = _positive(text)
     if value > MAX_ID:
-        raise argparse.ArgumentTypeError(f"no such number here (at most {MAX_ID}): {value}")
+        raise argparse.ArgumentTypeError("too large: numbers here are at most 2**31 - 1")
     return value
 
 
@@ -54,6 +61,9 @@ def _settings(args: argparse.Namespace, *, source: bool = False, warehouse: bool
         settings.check_source()
     if warehouse:
         settings.check_warehouse()
+        from billing_jobs.warehouse import check_reachable
+
+        check_reachable(settings.warehouse_url, settings.lock_wait_s)
     return settings
 
 
@@ -275,9 +285,10 @@ REFERENCE_HELP = "reference CSVs (default $BILLING_REFERENCE, else <source>/refe
 def parser() -> argparse.ArgumentParser:
     from billing_jobs.run_folder import code_version
 
-    p = argparse.ArgumentParser(prog="billing-jobs", description=__doc__.split(".")[0] + ".")
+    p = OneLineParser(prog="billing-jobs", description=__doc__.split(".")[0] + ".")
     p.add_argument("--version", action="version", version=f"billing-jobs {code_version()}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=OneLineParser)
 
     g = sub.add_parser("generate", help="write a synthetic landing zone and reference set")
     g.add_argument("--out", required=True, help="directory to write messages/ and reference/ into")

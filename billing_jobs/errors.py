@@ -19,6 +19,9 @@ MAX_REASON = 400  # characters of a reason kept in billing_runs.error and shown 
 # user:password@ in any URL, and password=… in a DSN or an option string
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)@")
 _KEY_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>[^\s&;]+)", re.IGNORECASE)
+# a phone number as a value of its own (a CSV cell, a quoted value): 7 to 15 digits, optional +;
+# digits inside a word (wamid.123…) or a longer number are not one
+_PHONE = re.compile(r"(?<![\w.])\+?\d{7,15}(?![\w.])")
 
 
 class BillingError(Exception):
@@ -70,9 +73,12 @@ class WarehouseError(BillingError):
 
 
 def redact(text: str) -> str:
-    """`text` with any password in a URL or a `password=` option replaced by `***`."""
+    """`text` with any password in a URL or a `password=` option replaced by `***`, and anything
+    that may be a phone number (an echoed input row) by `<number>`: no message we write carries
+    either."""
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}***@", text)
-    return _KEY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
+    text = _KEY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
+    return _PHONE.sub("<number>", text)
 
 
 def one_line(exc: BaseException) -> str:

@@ -223,6 +223,7 @@ def trace(settings: Settings, invoice_number: int, item_no: int | None = None) -
                              settings.schema)
     engine = warehouse.create_engine(settings.warehouse_url)
     with warehouse.connect(engine, settings.lock_wait_s) as conn:
+        warehouse.require_tables(conn, settings.schema, "invoice_items", "invoice_item_starts")
         rows = _rows(conn, sql, invoice_number=invoice_number, item_no=item_no)
     engine.dispose()
     return rows
@@ -237,6 +238,7 @@ def export_month(settings: Settings, month: dt.date, out: Path,
     engine = warehouse.create_engine(settings.warehouse_url)
     written = []
     with warehouse.connect(engine, settings.lock_wait_s) as conn:
+        warehouse.require_tables(conn, settings.schema, "invoices", "invoice_items")
         invoices = _rows(conn, f"select * from {settings.schema}.invoices where month = :m"
                                + (" and customer_id = :c" if customer else "")
                                + " order by invoice_number", m=month, c=customer)

@@ -121,7 +121,7 @@ def message_files(paths: list[str | Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise LandingError(f"{path}: no such file or directory")
+            raise LandingError(f"{path} does not exist")
     return found
 
 

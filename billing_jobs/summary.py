@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import sqlalchemy as sa
 
 from billing_jobs import warehouse
+from billing_jobs.cli import OneLineParser
 from billing_jobs.config import Settings
 from billing_jobs.errors import BillingError, UsageError, one_line
 
@@ -39,8 +39,8 @@ def render(columns: list[str], rows: list[tuple]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m billing_jobs.summary",
-                                description="Print a finance query of sql/queries/ as a table.")
+    p = OneLineParser(prog="python -m billing_jobs.summary",
+                      description="Print a finance query of sql/queries/ as a table.")
     p.add_argument("query", help=f"one of: {', '.join(queries())}")
     p.add_argument("warehouse", nargs="?", help="SQLAlchemy URL (default $BILLING_WAREHOUSE_URL)")
     args = p.parse_args(argv)

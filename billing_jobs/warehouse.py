@@ -55,6 +55,25 @@ def create_engine(url: str) -> sa.Engine:
         raise WarehouseError(f"unusable warehouse URL {redact(url)!r}") from None
 
 
+def require_tables(conn: sa.Connection, schema: str, *tables: str) -> None:
+    """For readers (trace, export, queries), which never create anything: the tables exist."""
+    inspector = sa.inspect(conn)
+    missing = [t for t in tables if not inspector.has_table(t, schema=schema)]
+    if missing:
+        raise WarehouseError(f"warehouse has no {schema}.{missing[0]}: nothing was published "
+                             f"there yet (run a day first, or check --warehouse)")
+
+
+def check_reachable(url: str, wait_s: float) -> None:
+    """Connect once and let go: a wrong host, database or password fails before any work."""
+    engine = create_engine(url)
+    try:
+        with connect(engine, wait_s):
+            pass
+    finally:
+        engine.dispose()
+
+
 def _locked(exc: Exception) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "database is locked" in text or "Conflicting lock" in text

@@ -12,9 +12,15 @@ nightly run then **restates** published days of the last `restate_days` whose in
 
 *A run bills the UTC date of its logical date*: scheduled and backfill runs bill the start of
 their data interval; a manual run bills the logical date picked in the trigger form (or the
-`billing_date` param). Backfill from the UI: Trigger → Backfill, pick the date range; days run
-side by side (max active runs 3) while the publishing task runs one at a time (the DuckDB
-warehouse has one writer).
+`billing_date` param). Only the nightly run waits for `_SUCCESS`; a manual or backfill run bills
+the partition as it is, and fails at once if it does not exist. Backfill from the UI: Trigger →
+Backfill, pick the Date Range, Reprocess Behavior and Max Active Runs 3; days run side by side
+while the publishing task runs one at a time (the DuckDB warehouse has one writer).
+
+*Failures*: a data, reference, pricing or audit error fails its task at once (no retry); only
+transient ones (warehouse locked, connection lost, storage unavailable) are retried. The first
+ERROR line of the task log is the reason with the billing date; `billing_runs` gets a `failed`
+row naming the step.
 
 Owner: billing. Code: `billing_jobs.orchestration`. Runbook: README.md, "Airflow".
 """

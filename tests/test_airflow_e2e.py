@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -37,12 +38,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def call(base: str, method: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
+def call(base: str, method: str, path: str, body: dict | None = None,
+         unavailable_for_s: float = 120) -> dict:
+    """One REST call. A 503 (the api-server still starting a component it needs) is answered
+    again, for a bounded time: the call is only made once the server says it can take it."""
+    deadline = time.monotonic() + unavailable_for_s
+    while True:
+        request = urllib.request.Request(
+            base + path, method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise
+        time.sleep(1)
+
+
+def healthy(base: str, components: tuple[str, ...]) -> bool:
+    """Whether the api-server reports these components (scheduler, dag_processor...) healthy."""
+    try:
+        health = call(base, "GET", "/api/v2/monitor/health", unavailable_for_s=0)
+    except OSError:
+        return False
+    return all((health.get(c) or {}).get("status") == "healthy" for c in components)
 
 
 @pytest.fixture(scope="module")
@@ -88,18 +109,26 @@ def running_airflow(env: dict, logs: Path, port: int, commands: dict[str, list[s
                               stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
              for name, cmd in commands.items()]
     base = f"http://127.0.0.1:{port}"
+    components = tuple(c.replace("-", "_") for c in commands if c in ("scheduler",
+                                                                      "dag-processor"))
     try:
-        deadline = time.monotonic() + 120
+        # the real readiness signals: every component we started reports healthy, and the
+        # dag-processor has parsed billing_daily (a busy machine takes longer: 300 s at most)
+        deadline = time.monotonic() + 300
         while True:
             try:
-                if any(d["dag_id"] == "billing_daily"
-                       for d in call(base, "GET", "/api/v2/dags")["dags"]):
+                if healthy(base, components) and any(
+                        d["dag_id"] == "billing_daily"
+                        for d in call(base, "GET", "/api/v2/dags", unavailable_for_s=0)["dags"]):
                     break
             except OSError:
                 pass
+            for name, proc in zip(commands, procs):
+                if proc.poll() is not None:
+                    pytest.fail(f"airflow {name} exited with {proc.returncode}; logs in {logs}")
             if time.monotonic() > deadline:
-                pytest.fail(f"Airflow did not come up with billing_daily in 120 s; logs in {logs}")
-            time.sleep(2)
+                pytest.fail(f"Airflow was not healthy with billing_daily in 300 s; logs in {logs}")
+            time.sleep(1)
         yield base
     finally:
         for proc in procs:
@@ -184,7 +213,9 @@ def test_ui_backfill_then_late_data_restatement(airflow, tmp_path):
                         "BILLING_WAREHOUSE_URL": settings.warehouse_url})
     assert restated.returncode == 0, restated.stderr
     affected = DAYS[1:4]  # the late day and the two days that read it
-    assert [line.split(":")[0] for line in restated.stdout.splitlines()] == [str(d) for d in affected]
+    assert [line.split(":")[0] for line in restated.stdout.splitlines()
+            if "re-billed" in line] == [str(d) for d in affected]
+    assert restated.stdout.splitlines()[-1] == f"every day from {DAYS[0]} to {DAYS[-1]} is published"
     after_runs = runs(settings.warehouse_url)
     assert after_runs[DAYS[0]] == first_runs[DAYS[0]]  # untouched
     for day in affected:

@@ -94,7 +94,7 @@ def test_bad_input_gives_one_line_and_a_nonzero_exit(tmp_path):
 
     proc = cli("reconcile", "--messages", tmp_path / "nowhere", "--out", tmp_path / "s.csv",
                check=False)
-    assert proc.returncode == 1 and "nowhere: no such file or directory" in proc.stderr
+    assert proc.returncode == 1 and "nowhere does not exist" in proc.stderr
 
     proc = cli("generate", "--out", tmp_path, "--start", "March", "--days", 1,
                "--messages-per-day", 1, check=False)
@@ -137,3 +137,27 @@ def test_a_failed_run_says_why_in_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "no partition for 2026-03-05" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_a_range_and_restate_name_the_days_that_are_not_billed(tmp_path):
+    import shutil
+
+    cli("generate", "--out", tmp_path / "landing", "--start", "2026-03-01", "--days", 3,
+        "--messages-per-day", 500)
+    shutil.rmtree(tmp_path / "landing" / "messages" / "date=2026-03-02")  # the day never landed
+    env = {"BILLING_SOURCE": str(tmp_path / "landing"), "BILLING_STAGING": str(tmp_path / "stg"),
+           "BILLING_WAREHOUSE_URL": f"duckdb:///{tmp_path}/wh.duckdb"}
+    proc = cli("run", "--date", "2026-03-01", "--to", "2026-03-03", env=env, check=False)
+    assert proc.returncode == 1
+    assert "[2/3] 2026-03-02: FAILED" in proc.stdout
+    assert "not billed (2 day(s)):" in proc.stdout
+    assert "2026-03-02  failed at plan: no partition for 2026-03-02" in proc.stdout
+    assert "2026-03-03  never billed" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "not run: 2026-03-03" in errors[0]
+
+    restated = cli("restate", "--since", "2026-03-01", env=env).stdout
+    assert "no published day since 2026-03-01 has changed inputs" in restated
+    assert "2026-03-02  failed at plan: no partition for 2026-03-02" in restated
+    assert "2026-03-03  never billed" in restated
+    assert "is published" not in restated
