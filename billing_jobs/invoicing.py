@@ -47,7 +47,7 @@ def _rows(conn: sa.Connection, sql: str, **params) -> list[dict]:
 
 
 def _is_closed(conn: sa.Connection, schema: str, month: dt.date) -> bool:
-    return bool(_rows(conn, f"select month from {schema}.closed_months where month = :m", m=month))
+    return bool(warehouse.query(conn, "month_is_closed", schema, month=month))
 
 
 def next_open_month(conn: sa.Connection, schema: str, after: dt.date) -> dt.date:
@@ -68,9 +68,8 @@ def book_adjustments(conn: sa.Connection, schema: str, day: dt.date, new_starts,
     if callable(new_starts):
         new_starts = new_starts()
     columns = ("message_id", *KEY, "started_at", "rate_row", "run_id")
-    old = {r["message_id"]: r for r in _rows(
-        conn, f"select {', '.join(columns)} from {schema}.conversation_starts"
-              " where billing_date = :d", d=day)}
+    old = {r["message_id"]: r for r in warehouse.query(conn, "day_starts", schema,
+                                                         billing_date=day)}
     new = {r["message_id"]: r for r in new_starts.select(list(columns)).to_pylist()}
 
     def same(a: dict, b: dict) -> bool:
@@ -94,13 +93,11 @@ def book_adjustments(conn: sa.Connection, schema: str, day: dt.date, new_starts,
             continue
         adjustment_id = uuid.uuid4().hex
         customer, country, kind, currency, price = key
-        conn.execute(sa.text(
-            f"insert into {schema}.adjustments (adjustment_id, billing_date, customer_id, country,"
-            " conversation_type, currency, unit_price, quantity, amount, run_id, reason,"
-            " booked_month) values (:a, :d, :c, :co, :t, :cu, :p, :q, :am, :r, :re, :b)"),
-            {"a": adjustment_id, "d": day, "c": customer, "co": country, "t": kind, "cu": currency,
-             "p": price, "q": quantity, "am": quantity * price, "r": run_id, "re": reason,
-             "b": booked_month})
+        warehouse.execute(
+            conn, "insert_adjustment", schema, adjustment_id=adjustment_id, billing_date=day,
+            customer_id=customer, country=country, conversation_type=kind, currency=currency,
+            unit_price=price, quantity=quantity, amount=quantity * price, run_id=run_id,
+            reason=reason, booked_month=booked_month)
         warehouse.insert_arrow(conn, schema, "adjustment_starts", pa.Table.from_pylist([
             {"adjustment_id": adjustment_id, "message_id": row["message_id"], "billing_date": day,
              "started_at": row["started_at"], "unit_price": Decimal(row["unit_price"]),
@@ -136,9 +133,8 @@ def close_month(settings: Settings, month: dt.date) -> list[dict]:
 
 def _refuse_incomplete(conn: sa.Connection, schema: str, month: dt.date) -> None:
     latest: dict[dt.date, str] = {}
-    for r in _rows(conn, f"select billing_date, status from {schema}.billing_runs"
-                         " where billing_date between :a and :b order by finished_at",
-                   a=month, b=month_days(month)[-1]):
+    for r in warehouse.query(conn, "month_run_statuses", schema, first_day=month,
+                             last_day=month_days(month)[-1]):
         latest[dt.date.fromisoformat(str(r["billing_date"]))] = r["status"]
     problems = []
     for day in month_days(month):
@@ -152,18 +148,9 @@ def _refuse_incomplete(conn: sa.Connection, schema: str, month: dt.date) -> None
 
 def _issue(conn: sa.Connection, schema: str, month: dt.date) -> list[dict]:
     last = month_days(month)[-1]
-    lines = _rows(conn, f"""
-        select customer_id, currency, country, conversation_type, unit_price,
-            sum(quantity) as quantity, sum(amount) as amount
-        from {schema}.invoice_lines where billing_date between :a and :b
-        group by customer_id, currency, country, conversation_type, unit_price
-        order by customer_id, currency, country, conversation_type, unit_price""", a=month, b=last)
-    adjustments = _rows(conn, f"""
-        select * from {schema}.adjustments where booked_month = :m and invoice_number is null
-        order by customer_id, currency, billing_date, country, conversation_type, unit_price""",
-                        m=month)
-    (number,) = conn.execute(sa.text(
-        f"select coalesce(max(invoice_number), 0) from {schema}.invoices")).all()[0]
+    lines = warehouse.query(conn, "month_invoice_lines", schema, first_day=month, last_day=last)
+    adjustments = warehouse.query(conn, "month_open_adjustments", schema, month=month)
+    number = warehouse.query(conn, "last_invoice_number", schema)[0]["last_number"]
     issued_at = dt.datetime.now(dt.timezone.utc)
     invoices = []
     for customer, currency in sorted({(r["customer_id"], r["currency"])
@@ -175,45 +162,40 @@ def _issue(conn: sa.Connection, schema: str, month: dt.date) -> list[dict]:
         adjustments_amount = sum((Decimal(r["amount"]) for r in adds), Decimal(0))
         exact = lines_amount + adjustments_amount
         total, unit = round_total(exact, currency)
-        conn.execute(sa.text(
-            f"insert into {schema}.invoices values (:n, :m, :c, :cu, :at, :l, :a, :e, :t, :u)"),
-            {"n": number, "m": month, "c": customer, "cu": currency, "at": issued_at,
-             "l": lines_amount, "a": adjustments_amount, "e": exact, "t": total, "u": unit})
+        warehouse.execute(conn, "insert_invoice", schema, invoice_number=number, month=month,
+                          customer_id=customer, currency=currency, issued_at=issued_at,
+                          lines_amount=lines_amount, adjustments_amount=adjustments_amount,
+                          exact_total=exact, total=total, minor_unit=unit)
         for item_no, r in enumerate(items, start=1):
             _item(conn, schema, number, item_no, "line", r)
-            conn.execute(sa.text(f"""
-                insert into {schema}.invoice_item_starts
-                select :n, :i, message_id, billing_date, started_at, unit_price, rate_row, 1,
-                    run_id
-                from {schema}.conversation_starts
-                where billing_date between :a and :b and customer_id = :c and currency = :cu
-                    and country = :co and conversation_type = :t and unit_price = :p"""),
-                {"n": number, "i": item_no, "a": month, "b": last, "c": customer, "cu": currency,
-                 "co": r["country"], "t": r["conversation_type"], "p": r["unit_price"]})
+            warehouse.execute(conn, "insert_line_item_starts", schema, invoice_number=number,
+                              item_no=item_no, first_day=month, last_day=last,
+                              customer_id=customer, currency=currency, country=r["country"],
+                              conversation_type=r["conversation_type"],
+                              unit_price=r["unit_price"])
         for item_no, r in enumerate(adds, start=len(items) + 1):
             _item(conn, schema, number, item_no, "adjustment", r)
-            conn.execute(sa.text(f"""
-                insert into {schema}.invoice_item_starts
-                select :n, :i, message_id, billing_date, started_at, unit_price, rate_row, sign,
-                    run_id
-                from {schema}.adjustment_starts where adjustment_id = :a"""),
-                {"n": number, "i": item_no, "a": r["adjustment_id"]})
-            conn.execute(sa.text(f"update {schema}.adjustments set invoice_number = :n"
-                                 " where adjustment_id = :a"), {"n": number, "a": r["adjustment_id"]})
+            warehouse.execute(conn, "insert_adjustment_item_starts", schema,
+                              invoice_number=number, item_no=item_no,
+                              adjustment_id=r["adjustment_id"])
+            warehouse.execute(conn, "mark_adjustment_invoiced", schema, invoice_number=number,
+                              adjustment_id=r["adjustment_id"])
         invoices.append({"invoice_number": number, "customer_id": customer, "currency": currency,
                          "exact_total": exact, "total": total, "items": len(items) + len(adds)})
-    conn.execute(sa.text(f"insert into {schema}.closed_months values (:m, :at, :n)"),
-                 {"m": month, "at": issued_at, "n": len(invoices)})
+    warehouse.execute(conn, "insert_closed_month", schema, month=month, closed_at=issued_at,
+                      invoices=len(invoices))
     return invoices
 
 
 def _item(conn, schema, number, item_no, kind, r) -> None:
-    conn.execute(sa.text(
-        f"insert into {schema}.invoice_items values (:n, :i, :k, :co, :t, :p, :q, :am, :d, :r, :re)"),
-        {"n": number, "i": item_no, "k": kind, "co": r["country"], "t": r["conversation_type"],
-         "p": r["unit_price"], "q": r["quantity"], "am": r["amount"],
-         "d": r.get("billing_date") if kind == "adjustment" else None,
-         "r": r.get("run_id"), "re": r.get("reason")})
+    adjustment = kind == "adjustment"
+    warehouse.execute(conn, "insert_invoice_item", schema, invoice_number=number,
+                      item_no=item_no, kind=kind, country=r["country"],
+                      conversation_type=r["conversation_type"], unit_price=r["unit_price"],
+                      quantity=r["quantity"], amount=r["amount"],
+                      billing_date=r["billing_date"] if adjustment else None,
+                      cause_run_id=r["run_id"] if adjustment else None,
+                      reason=r["reason"] if adjustment else None)
 
 
 def trace(settings: Settings, invoice_number: int, item_no: int | None = None) -> list[dict]:
@@ -239,13 +221,11 @@ def export_month(settings: Settings, month: dt.date, out: Path,
     written = []
     with warehouse.connect(engine, settings.lock_wait_s) as conn:
         warehouse.require_tables(conn, settings.schema, "invoices", "invoice_items")
-        invoices = _rows(conn, f"select * from {settings.schema}.invoices where month = :m"
-                               + (" and customer_id = :c" if customer else "")
-                               + " order by invoice_number", m=month, c=customer)
+        invoices = warehouse.query(conn, "month_invoices", settings.schema, month=month,
+                                   customer_id=customer)
         for inv in invoices:
-            items = _rows(conn, f"select * from {settings.schema}.invoice_items"
-                                " where invoice_number = :n order by item_no",
-                          n=inv["invoice_number"])
+            items = warehouse.query(conn, "invoice_items", settings.schema,
+                                    invoice_number=inv["invoice_number"])
             path = out / f"invoice-{inv['invoice_number']:06d}-{inv['customer_id']}.csv"
             with open(path, "w", newline="") as f:
                 w = csv.writer(f)

@@ -1,0 +1,15 @@
+-- the issued invoices of :month, for one customer or (:customer_id null) all
+select
+    invoice_number,
+    month,
+    customer_id,
+    currency,
+    issued_at,
+    lines_amount,
+    adjustments_amount,
+    exact_total,
+    total,
+    minor_unit
+from {schema}.invoices
+where month = :month and (cast(:customer_id as text) is null or customer_id = :customer_id)
+order by invoice_number
