@@ -11,6 +11,9 @@ from billing_jobs.landing import Batch
 
 
 def explain_stream(batch: Batch, line_id: str, contact_id: str) -> str:
+    """`contact_id` in any spelling (with or without `+`): streams are keyed by the canonical
+    form."""
+    contact_id = reference.canonical_contact(contact_id)
     valid = batch.valid
     in_stream = pc.and_(pc.equal(valid.column("line_id"), line_id),
                         pc.equal(valid.column("contact_id"), contact_id))
@@ -52,7 +55,8 @@ def _quarantined_in_stream(quarantined: pa.Table, line_id: str, contact_id: str)
     hits = []
     for rec in quarantined.to_pylist():
         raw = json.loads(rec["record"])
-        if raw.get("line_id") == line_id and str(raw.get("contact_id")) == contact_id:
+        if raw.get("line_id") == line_id and reference.canonical_contact(
+                str(raw.get("contact_id"))) == contact_id:
             hits.append(rec)
     return hits
 

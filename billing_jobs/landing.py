@@ -40,9 +40,17 @@ PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 # ISO 8601 with an explicit offset; a naive time is a contract break, not "probably UTC".
 ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
 
+MAX_MESSAGE_ID = 255  # data-contracts.md §1: longer ids are invalid_message_id
+# what every backend can store: a timestamp in nanoseconds (1677-09-21 .. 2262-04-11)
+EARLIEST = -(2**63) + 1
+LATEST = 2**63 - 1
+
 # Quarantine reasons, in the order they are checked; a row gets the first that applies.
 REASONS = (
+    "malformed_row",  # a line of a CSV or JSONL file that is no row at all (wrong cell count, not JSON)
+    "invalid_encoding",  # text that is not UTF-8
     *(f"missing_{c}" for c in REQUIRED_COLUMNS),
+    "invalid_message_id",
     "invalid_direction",
     "invalid_message_type",
     "inbound_template",
@@ -166,6 +174,8 @@ def read_raw(path: Path) -> pa.Table:
     Only contract columns are kept (others are ignored, as the contract allows); low-cardinality
     columns are read dictionary-encoded where the format allows it."""
     try:
+        if path.suffix in SUFFIXES and path.stat().st_size == 0:  # a zero-byte file has no rows
+            return pa.table({c: pa.array([], pa.string()) for c in CONTRACT_COLUMNS})
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
@@ -177,30 +187,21 @@ def read_raw(path: Path) -> pa.Table:
                 read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names],
             )
         elif path.suffix == ".csv":
-            import pyarrow.csv as pcsv
-
-            with _opened(path) as source:
-                table = pcsv.read_csv(
-                    source,
-                    convert_options=pcsv.ConvertOptions(
-                        column_types={c: DICT if c in DICTIONARY_COLUMNS else pa.string()
-                                      for c in CONTRACT_COLUMNS},
-                        strings_can_be_null=True,
-                        include_columns=list(CONTRACT_COLUMNS),
-                        include_missing_columns=True,
-                    ),
-                )
+            table = _read_csv(path)
         elif path.suffix == ".jsonl":
             import pyarrow.json as pjson
 
-            with _opened(path) as source:
-                table = pjson.read_json(
-                    source,
-                    parse_options=pjson.ParseOptions(
-                        explicit_schema=pa.schema([(c, pa.string()) for c in CONTRACT_COLUMNS]),
-                        unexpected_field_behavior="ignore",
-                    ),
-                )
+            try:
+                with _opened(path) as source:
+                    table = pjson.read_json(
+                        source,
+                        parse_options=pjson.ParseOptions(
+                            explicit_schema=pa.schema([(c, pa.string()) for c in CONTRACT_COLUMNS]),
+                            unexpected_field_behavior="ignore",
+                        ),
+                    )
+            except pa.ArrowInvalid:  # a number where text was due, a broken line, bad UTF-8
+                table = _read_jsonl_row_by_row(path)
         else:
             raise LandingError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
     except LandingError:
@@ -208,6 +209,108 @@ def read_raw(path: Path) -> pa.Table:
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _unreadable(path, exc) from exc
     return table
+
+
+def _read_csv(path: Path) -> pa.Table:
+    """A CSV file; rows with the wrong number of cells become `malformed_row` (the reader's own
+    handler counts them), text that is not UTF-8 is read again row by row."""
+    import pyarrow.csv as pcsv
+
+    malformed: list[int] = []
+
+    def skip(row) -> str:  # CSV line k (the header is line 1) is data row k - 1
+        malformed.append(row.number - 1)
+        return "skip"
+
+    def read(types):
+        with _opened(path) as source:
+            return pcsv.read_csv(
+                source,
+                read_options=pcsv.ReadOptions(use_threads=False),  # numbers the skipped rows
+                parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={c: types(c) for c in CONTRACT_COLUMNS},
+                    strings_can_be_null=True, include_columns=list(CONTRACT_COLUMNS),
+                    include_missing_columns=True))
+
+    try:
+        table = read(lambda c: DICT if c in DICTIONARY_COLUMNS else pa.string())
+    except pa.ArrowInvalid as exc:
+        if "UTF8" not in str(exc) and "utf8" not in str(exc).lower():
+            raise
+        malformed.clear()
+        table = _decoded(read(lambda c: pa.binary()))
+    return _with_malformed(table, malformed)
+
+
+def _read_jsonl_row_by_row(path: Path) -> pa.Table:
+    """A JSONL file the fast reader refused: each line parsed on its own. A value of another JSON
+    type is read as its text (an integer as its digits, data-contracts.md "Contacts"); a line
+    that is not a JSON object is `malformed_row`; text that is not UTF-8 is `invalid_encoding`."""
+    rows, malformed, numbers = [], [], []
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except (UnicodeDecodeError, ValueError):
+                malformed.append(number)
+                continue
+            if not isinstance(value, dict):
+                malformed.append(number)
+                continue
+            rows.append({c: _as_text(value.get(c)) for c in CONTRACT_COLUMNS})
+            numbers.append(number)
+    table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in CONTRACT_COLUMNS})
+    return _with_malformed(table, malformed, numbers)
+
+
+def _as_text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def _decoded(table: pa.Table) -> pa.Table:
+    """Binary columns as text; values that are not UTF-8 become null, and the rows holding one
+    are marked (column `__invalid_encoding`)."""
+    bad = np.zeros(table.num_rows, dtype=bool)
+    columns = {}
+    for name, col in zip(table.column_names, table.columns):
+        if not (pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type)):
+            columns[name] = col
+            continue
+        texts = []
+        for i, raw in enumerate(col.to_pylist()):
+            try:
+                texts.append(None if raw is None else raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(None)
+                bad[i] = True
+        columns[name] = pa.array(texts, pa.string())
+    out = pa.table(columns)
+    return out.append_column(INVALID_ENCODING, pa.array(bad)) if bad.any() else out
+
+
+INVALID_ENCODING = "__invalid_encoding"
+MALFORMED = "__malformed_rows"  # schema metadata: line numbers of rows that are no row at all
+
+
+def _with_malformed(table: pa.Table, malformed: list[int], numbers: list[int] | None = None
+                    ) -> pa.Table:
+    """Carry the malformed rows' line numbers (and, when rows were skipped, every kept row's own
+    line number) beside the table, for `validate` to quarantine and number them."""
+    meta = dict(table.schema.metadata or {})
+    if malformed:
+        meta[MALFORMED.encode()] = json.dumps(malformed).encode()
+    if numbers is not None:
+        meta[b"__row_numbers"] = json.dumps(numbers).encode()
+    return table.replace_schema_metadata(meta) if meta else table
 
 
 def read_files(
@@ -231,7 +334,8 @@ def read_files(
             raw, numbers = piece
         day = partition_date_of(path) if partition_date == "infer" else partition_date
         ok, bad = validate(raw, str(path), day, lines, numbers)
-        rows += raw.num_rows
+        rows += raw.num_rows + len(json.loads((raw.schema.metadata or {}).get(
+            MALFORMED.encode(), b"[]")))
         del raw
         valid.append(ok)
         quarantined.append(bad)
@@ -295,10 +399,14 @@ def parse_sent_at(raw: pa.Table) -> tuple[pa.ChunkedArray, np.ndarray]:
         if col.type.tz is None:  # a naive instant cannot be placed in UTC with certainty
             present = _mask(col.is_valid())
             return pa.chunked_array([pa.nulls(n, TIMESTAMP)]), present
-        return pc.cast(col, TIMESTAMP), np.zeros(n, dtype=bool)
+        return _in_range(col)
     text = _column(raw, "sent_at")
     present = _mask(pc.not_equal(text, ""), null_as=False)
     well_formed = pc.fill_null(pc.match_substring_regex(text, ISO_WITH_OFFSET), False)
+    # years no backend holds the same way (before 1678, after 2261: year 1, year 9999) are invalid
+    year = pc.cast(pc.if_else(well_formed, pc.utf8_slice_codeunits(text, 0, 4), "2000"), pa.int32())
+    well_formed = pc.and_(well_formed, pc.and_(pc.greater_equal(year, 1678),
+                                               pc.less_equal(year, 2261)))
     candidate = pc.if_else(well_formed, text, pa.scalar(None, pa.string()))
     try:
         parsed = pc.cast(candidate, TIMESTAMP)
@@ -313,6 +421,22 @@ def parse_sent_at(raw: pa.Table) -> tuple[pa.ChunkedArray, np.ndarray]:
     return parsed, bad
 
 
+def _in_range(col: pa.ChunkedArray) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """Timestamps with a zone as UTC nanoseconds; those no backend holds the same way (outside
+    1677..2262, e.g. year 9999 or year 1) become null and are flagged."""
+    unit = col.type.unit
+    if unit == "ns":
+        return pc.cast(col, TIMESTAMP), np.zeros(len(col), dtype=bool)
+    per_ns = {"s": 10**9, "ms": 10**6, "us": 10**3}[unit]
+    ticks = pc.cast(col, pa.int64())
+    lo, hi = EARLIEST // per_ns + 1, LATEST // per_ns - 1
+    inside = pc.and_(pc.greater_equal(ticks, lo), pc.less_equal(ticks, hi))
+    bad = _mask(col.is_valid()) & ~_mask(inside, null_as=True)
+    kept = pc.if_else(pa.chunked_array([pa.array(~bad)]), ticks, pa.scalar(None, pa.int64()))
+    ns = pc.multiply(kept, per_ns)
+    return pc.cast(ns, TIMESTAMP), bad
+
+
 def validate(
     raw: pa.Table,
     source_file: str,
@@ -325,9 +449,19 @@ def validate(
     `lines` maps line_id -> customer_id; without it the line checks are skipped (pure reconcile).
     `row_numbers` are the rows' 1-based positions in the file when `raw` holds only some of them.
     """
+    meta = raw.schema.metadata or {}
+    malformed = json.loads(meta.get(MALFORMED.encode(), b"[]"))
+    if row_numbers is None and b"__row_numbers" in meta:
+        row_numbers = np.array(json.loads(meta[b"__row_numbers"]), dtype=np.int64)
+    if any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in raw.schema.types):
+        raw = _decoded(raw)  # parquet may hold ids as bytes
+    bad_encoding = (raw.column(INVALID_ENCODING).to_numpy(zero_copy_only=False)
+                    if INVALID_ENCODING in raw.column_names else None)
+    if bad_encoding is not None:
+        raw = raw.drop_columns([INVALID_ENCODING])
     n = raw.num_rows
     if row_numbers is None:
-        row_numbers = np.arange(1, n + 1, dtype=np.int64)
+        row_numbers = _row_numbers(n, malformed)
     cols = {c: _column(raw, c) for c in CONTRACT_COLUMNS if c != "sent_at"}
     sent_at, bad_time = parse_sent_at(raw)
     reason = np.zeros(n, dtype=np.int16)  # 0 = valid, k = REASONS[k - 1]
@@ -335,11 +469,14 @@ def validate(
     def flag(name: str, mask: np.ndarray) -> None:
         reason[(reason == 0) & mask] = REASONS.index(name) + 1
 
+    if bad_encoding is not None:
+        flag("invalid_encoding", bad_encoding)
     for c in REQUIRED_COLUMNS:
         if c == "sent_at":
             flag("missing_sent_at", ~_mask(sent_at.is_valid()) & ~bad_time)
         else:
             flag(f"missing_{c}", _check(cols[c], lambda v: pc.equal(v, ""), null_as=True))
+    flag("invalid_message_id", ~_mask(_is_message_id(cols["message_id"]), null_as=True))
     direction, mtype = cols["direction"], cols["message_type"]
     flag("invalid_direction", ~_check(direction, _is_in(DIRECTIONS), null_as=False))
     flag("invalid_message_type", ~_check(mtype, _is_in(MESSAGE_TYPES), null_as=False))
@@ -359,13 +496,15 @@ def validate(
         flag("unknown_line", ~_check(cols["line_id"], known, null_as=False))
         flag("line_of_other_customer", ~_owned_by(cols["line_id"], cols["customer_id"], lines))
 
+    contact = canonical_contacts(cols["contact_id"])
     status = cols["status"]
     if not status_given.all():  # a missing status means "sent"
         status = pc.dictionary_encode(pc.if_else(pa.array(status_given), pc.cast(status, pa.string()),
                                                  DEFAULT_STATUS))
     valid = pa.table(
         {
-            **{c: cols[c] for c in ("message_id", "customer_id", "line_id", "contact_id")},
+            **{c: cols[c] for c in ("message_id", "customer_id", "line_id")},
+            "contact_id": contact,
             "direction": direction,
             "message_type": mtype,
             "sent_at": sent_at,
@@ -384,7 +523,44 @@ def validate(
         take_rows(raw, bad_idx), source_file, row_numbers[bad_idx].tolist(),
         [REASONS[r - 1] for r in reason[bad_idx]],
     )
+    if malformed:
+        lines = pa.table({"row": pa.array(malformed, pa.int64())})
+        quarantined = pa.concat_tables([quarantined, quarantine_rows(
+            lines, source_file, malformed, ["malformed_row"] * len(malformed))])
     return valid, quarantined
+
+
+def _row_numbers(n: int, malformed: list[int]) -> np.ndarray:
+    """1-based data-row numbers of the n rows read, skipping the malformed ones."""
+    if not malformed:
+        return np.arange(1, n + 1, dtype=np.int64)
+    skipped = set(malformed)
+    numbers, k = [], 0
+    while len(numbers) < n:
+        k += 1
+        if k not in skipped:
+            numbers.append(k)
+    return np.array(numbers, dtype=np.int64)
+
+
+def canonical_contacts(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Contact ids in their canonical form: the digits without the optional leading `+`
+    (billing-rules.md, Contacts). Text stays text; a dictionary column is encoded again."""
+    def strip(values):
+        plus = pc.starts_with(values, "+")
+        return pc.if_else(plus, pc.utf8_slice_codeunits(values, 1), values)
+
+    if not pa.types.is_dictionary(col.type):
+        return strip(col)
+    # two spellings of one contact must become one code: encode again
+    return pc.dictionary_encode(strip(pc.cast(col, pa.string())))
+
+
+def _is_message_id(values) -> pa.Array:
+    """At most 255 characters and no control character (NUL included): what every backend can
+    store and compare the same way."""
+    short = pc.less_equal(pc.utf8_length(values), MAX_MESSAGE_ID)
+    return pc.and_(short, pc.invert(pc.match_substring_regex(values, r"[[:cntrl:]]")))
 
 
 def quarantine_rows(raw: pa.Table, source_file, source_rows, reasons: list[str]) -> pa.Table:
@@ -395,7 +571,8 @@ def quarantine_rows(raw: pa.Table, source_file, source_rows, reasons: list[str])
         {
             "source_file": pa.array(files, pa.string()),
             "source_row": pa.array(source_rows, pa.int64()),
-            "message_id": pa.array([_text(r.get("message_id")) for r in records], pa.string()),
+            "message_id": pa.array([_storable_id(r.get("message_id")) for r in records],
+                                   pa.string()),
             "reason": pa.array(reasons, pa.string()),
             "record": pa.array(
                 [json.dumps(r, default=str, sort_keys=True) for r in records], pa.string()
@@ -405,8 +582,14 @@ def quarantine_rows(raw: pa.Table, source_file, source_rows, reasons: list[str])
     )
 
 
-def _text(value) -> str | None:
-    return None if value is None or value == "" else str(value)
+def _storable_id(value) -> str | None:
+    """The message id as the quarantine table keeps it: None when it is missing or not an id
+    every backend can store (the record keeps it, JSON-escaped)."""
+    if value is None or value == "" or not isinstance(value, str):
+        return None
+    if len(value) > MAX_MESSAGE_ID or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return None
+    return value
 
 
 def _owned_by(line: pa.ChunkedArray, customer: pa.ChunkedArray, lines: dict[str, str]) -> np.ndarray:

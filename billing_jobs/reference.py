@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from billing_jobs.contract import (
     BUSINESS_INITIATED,
@@ -143,8 +143,14 @@ def decide_stream(messages: list[Message]) -> list[Decision]:
     return decisions
 
 
+def canonical_contact(contact_id: str) -> str:
+    """`+5491100000001` and `5491100000001` are one contact: the digits alone."""
+    return contact_id[1:] if contact_id.startswith("+") else contact_id
+
+
 def reconcile(rows: list[Message]) -> Result:
-    """Deduplicate, then decide every stream independently."""
+    """Contacts in their canonical form, deduplicate, then decide every stream independently."""
+    rows = [replace(m, contact_id=canonical_contact(m.contact_id)) for m in rows]
     messages, duplicates, conflicts = deduplicate(rows)
     streams: dict[tuple[str, str], list[Message]] = defaultdict(list)
     for m in messages:

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pyarrow as pa
 
-from billing_jobs import engine, reference
+from billing_jobs import engine, landing, reference
 from billing_jobs.contract import MESSAGES_SCHEMA, SOURCE_COLUMNS
 from billing_jobs.dedupe import deduplicate
 from billing_jobs.reference import Message
@@ -29,10 +29,14 @@ def msg(mid: str, kind: str, hours: float, status: str = "sent", line: str = "L1
 
 
 def table_of(messages: list[Message]) -> pa.Table:
+    """Valid rows as `landing` hands them to the engine: contacts in their canonical form."""
     rows = [
         {**m.__dict__, "source_file": "test", "source_row": i + 1} for i, m in enumerate(messages)
     ]
-    return pa.Table.from_pylist(rows, schema=pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS]))
+    table = pa.Table.from_pylist(rows, schema=pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS]))
+    index = table.schema.get_field_index("contact_id")
+    return table.set_column(index, table.schema.field(index),
+                            landing.canonical_contacts(table.column("contact_id")))
 
 
 def engine_result(messages: list[Message]) -> dict:

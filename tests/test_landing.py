@@ -109,14 +109,24 @@ def test_a_file_without_a_required_column_quarantines_every_row(tmp_path):
     assert batch.quarantined.column("reason").to_pylist() == ["missing_line_id"] * 2
 
 
-@pytest.mark.parametrize("name,content", [("broken.parquet", b"PAR1 not really"),
-                                          ("broken.jsonl", b'{"message_id": "m1", '),
+def test_an_unreadable_file_fails_naming_the_file(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(landing.LandingError, match="broken.parquet"):
+        landing.read_files([path])
+
+
+@pytest.mark.parametrize("name,content", [("broken.jsonl", b'{"message_id": "m1", '),
                                           ("broken.csv", b'a,b\n1,2,3,4\n')])
-def test_an_unreadable_file_fails_naming_the_file(tmp_path, name, content):
+def test_a_line_that_is_no_row_is_quarantined_not_fatal(tmp_path, name, content):
+    """A truncated JSONL line or a CSV row with too many cells is one bad row: the file and the
+    day go on (a row never stops a day)."""
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(landing.LandingError, match=name):
-        landing.read_files([path])
+    batch = landing.read_files([path])
+    assert batch.rows_read == 1 and batch.valid.num_rows == 0
+    assert batch.quarantined.column("reason").to_pylist() == ["malformed_row"]
+    assert batch.quarantined.column("source_row").to_pylist() == [1]
 
 
 def test_partition_files_of_a_missing_day_are_none(tmp_path):

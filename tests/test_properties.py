@@ -34,7 +34,9 @@ def message_logs(draw, max_messages: int = 40) -> list[Message]:
         # quarter hours over four days, and now and then a second off the grid
         when = BASE + dt.timedelta(minutes=15 * draw(st.integers(0, 4 * 96)),
                                    seconds=draw(st.sampled_from([0, 0, 0, 1])))
-        messages.append(Message(mid, LINE_CUSTOMER[line], line, draw(st.sampled_from(["+1", "+2"])),
+        # one contact in two spellings ("+1" and "1": one stream, billing-rules.md "Contacts")
+        contact = draw(st.sampled_from(["+1", "1", "+2"]))
+        messages.append(Message(mid, LINE_CUSTOMER[line], line, contact,
                                 direction, mtype, when, draw(st.sampled_from(STATUSES))))
     copies = []
     for m in messages:
@@ -43,8 +45,10 @@ def message_logs(draw, max_messages: int = 40) -> list[Message]:
                 copies.append(Message(m.message_id, m.customer_id, m.line_id, m.contact_id,
                                       m.direction, m.message_type,
                                       m.sent_at + dt.timedelta(hours=1), m.status))
-            else:
-                copies.append(Message(**{**m.__dict__, "status": draw(st.sampled_from(STATUSES))}))
+            else:  # a status copy, sometimes with the contact spelt the other way
+                contact = m.contact_id.lstrip("+") if draw(st.booleans()) else m.contact_id
+                copies.append(Message(**{**m.__dict__, "contact_id": contact,
+                                         "status": draw(st.sampled_from(STATUSES))}))
     return messages + copies
 
 
