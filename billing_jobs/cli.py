@@ -69,9 +69,12 @@ def _settings(args: argparse.Namespace, *, source: bool = False, warehouse: bool
 
 def _say_secret(settings) -> None:
     """Which contact-key secret a command that writes contact keys uses (never the secret)."""
+    settings.check_secret()
     if settings.uses_demo_secret:
-        print("note: contact keys use the DEMO secret; set BILLING_CONTACT_KEY_SECRET in "
-              "production", file=sys.stderr)
+        print("contact keys: the DEMO secret (public; set BILLING_CONTACT_KEY_SECRET in "
+              "production)")
+    else:
+        print(f"contact keys: BILLING_CONTACT_KEY_SECRET, key id {settings.key_id}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ DEFAULTS = {
     "staging_keep_days": "14",
     "rows_per_shard": "4000000",
     "expectations": None,  # the suites shipped with the package
+    "allow_demo_secret": "",  # tests only: the demo secret with a warehouse other than DuckDB
 }
 ENVIRONMENT = {
     "source": "BILLING_SOURCE",
@@ -39,6 +40,7 @@ ENVIRONMENT = {
     "staging_keep_days": "BILLING_STAGING_KEEP_DAYS",
     "rows_per_shard": "BILLING_ROWS_PER_SHARD",
     "expectations": "BILLING_EXPECTATIONS",
+    "allow_demo_secret": "BILLING_ALLOW_DEMO_SECRET",
 }
 NUMBERS = ("lock_wait_s", "staging_keep_days", "rows_per_shard")
 # URL schemes people type that SQLAlchemy does not know, and what they meant
@@ -58,10 +60,34 @@ class Settings:
     staging_keep_days: float = 14.0  # staged runs older than this are pruned (staging.py)
     rows_per_shard: float = 4e6  # rows of the D-2..D window per shard when not told (shards.py)
     expectations: str = ""  # the Great Expectations suites (expectations/*.json)
+    allow_demo_secret: bool = False
 
     @property
     def uses_demo_secret(self) -> bool:
         return self.contact_key_secret == DEMO_CONTACT_KEY_SECRET
+
+    @property
+    def key_id(self) -> str:
+        """Which contact-key secret is in use, as a name that reveals nothing of it: `demo`, or
+        the first 12 hex digits of an HMAC of a fixed label under the secret."""
+        if self.uses_demo_secret:
+            return "demo"
+        import hashlib
+        import hmac
+
+        return hmac.new(self.contact_key_secret.encode(), b"billing-jobs key id",
+                        hashlib.sha256).hexdigest()[:12]
+
+    def check_secret(self) -> None:
+        """The demo secret is public: contact keys made with it are reversed by trying every
+        number. It is for the embedded DuckDB warehouse (demos, tests) only."""
+        if not self.contact_key_secret:
+            raise ConfigError("BILLING_CONTACT_KEY_SECRET is empty")
+        if (self.uses_demo_secret and not self.warehouse_url.startswith("duckdb:")
+                and not self.allow_demo_secret):
+            raise ConfigError("the demo contact-key secret is refused for a warehouse other than "
+                              "the embedded DuckDB: set BILLING_CONTACT_KEY_SECRET (or, in tests "
+                              "only, BILLING_ALLOW_DEMO_SECRET=1)")
 
     @property
     def suites(self) -> Path:
@@ -83,6 +109,8 @@ class Settings:
         if values["reference"] is None:
             values["reference"] = os.path.join(values["source"], "reference")
         values["expectations"] = values["expectations"] or ""
+        values["allow_demo_secret"] = str(values["allow_demo_secret"]).lower() in ("1", "true",
+                                                                                   "yes")
         for key in NUMBERS:
             try:
                 values[key] = float(values[key])

@@ -20,11 +20,10 @@ from pathlib import Path
 import pyarrow as pa
 import sqlalchemy as sa
 
-from billing_jobs import warehouse
+from billing_jobs import iso, warehouse
 from billing_jobs.config import Settings
-from billing_jobs.errors import CloseRefused
+from billing_jobs.errors import CloseRefused, UsageError
 
-MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "VND": 0, "BHD": 3, "KWD": 3, "OMR": 3, "TND": 3}
 KEY = ("customer_id", "country", "conversation_type", "currency", "unit_price")
 
 
@@ -37,8 +36,8 @@ def month_days(month: dt.date) -> list[dt.date]:
 
 
 def round_total(amount: Decimal, currency: str) -> tuple[Decimal, int]:
-    """Half-up to the currency's minor unit (ISO 4217; 2 unless listed in MINOR_UNITS)."""
-    unit = MINOR_UNITS.get(currency, 2)
+    """Half-up to the currency's minor unit (ISO 4217)."""
+    unit = iso.MINOR_UNITS.get(currency, 2)
     return amount.quantize(Decimal(1).scaleb(-unit), rounding=ROUND_HALF_UP), unit
 
 
@@ -227,6 +226,9 @@ def export_month(settings: Settings, month: dt.date, out: Path,
             items = warehouse.query(conn, "invoice_items", settings.schema,
                                     invoice_number=inv["invoice_number"])
             path = out / f"invoice-{inv['invoice_number']:06d}-{inv['customer_id']}.csv"
+            if path.resolve().parent != out.resolve():  # ids are checked on load; never trust a name
+                raise UsageError(f"invoice {inv['invoice_number']}: customer id "
+                                 f"{inv['customer_id']!r} would write outside {out}")
             with open(path, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["record", "invoice_number", "month", "customer_id", "currency",

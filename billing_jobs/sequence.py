@@ -34,6 +34,7 @@ def check(settings: Settings) -> None:
     """What can be verified before any work: the landing zone, the warehouse URL, the suites."""
     settings.check_source()
     settings.check_warehouse()
+    settings.check_secret()
     settings.check_expectations()
 
 
@@ -108,4 +109,6 @@ def run_day(settings: Settings, day: dt.date, dry_run: bool = False,
         return {**done, "published": True, "seconds": {**seconds, **clock.laps}}
     except Exception as exc:
         publishing.record_failure(settings, day, run_id, step, one_line(exc), folder, started)
+        if folder is not None:
+            folder.remove_split()  # raw rows, phone numbers included, never outlive their run
         raise

@@ -8,6 +8,10 @@ import uuid
 
 import pytest
 
+# The tests bill synthetic numbers with the public demo secret, PostgreSQL included; the product
+# refuses that outside tests (config.Settings.check_secret; tested in test_privacy.py).
+os.environ["BILLING_ALLOW_DEMO_SECRET"] = "1"
+
 PG_ADMIN_URL = os.environ.get("BILLING_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

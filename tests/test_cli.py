@@ -115,7 +115,7 @@ def test_run_publishes_a_range_and_the_audit_results_render_as_data_docs(tmp_pat
     assert "[1/2] 2026-03-01: published:" in proc.stdout
     assert "[2/2] 2026-03-02: published:" in proc.stdout
     assert "quarantined" in proc.stdout.splitlines()[-3]  # the summary table's header
-    assert "DEMO secret" in proc.stderr
+    assert "contact keys: the DEMO secret" in proc.stdout
     dry = cli("run", "--date", "2026-03-02", "--dry-run", env=env)
     assert "audited (dry run, not published)" in dry.stdout
 

@@ -50,6 +50,7 @@ def airflow_env(tmp_path: Path, landing: Path, warehouse_url: str, **extra) -> d
         "BILLING_SOURCE": str(landing),
         "BILLING_WAREHOUSE_URL": warehouse_url,
         "BILLING_STAGING": str(tmp_path / "staging"),
+        "BILLING_ALLOW_DEMO_SECRET": "1",
         "PATH": f"{BIN}:{env.get('PATH', '')}",
         **extra,
     })

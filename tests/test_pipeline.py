@@ -184,7 +184,8 @@ def test_a_rate_card_missing_a_country_stops_the_load(settings):
 def test_overlapping_rate_rows_stop_the_load(settings):
     country = next(iter(load_reference(settings.reference).lines.values()))[1]
     _edit_rate_card(settings, lambda rows: rows + [f"{country},user_initiated,0.04,USD,2026-01-01,"])
-    with pytest.raises(PricingError, match="more than one rate"):
+    with pytest.raises(ReferenceDataError, match=r"rate_card.csv rows \d+ and \d+: two .* "
+                                                 r"user_initiated rates in force at"):
         sequence.run_day(settings, DAYS[0])
     assert day_tables(settings)["invoice_lines"] == []
 
