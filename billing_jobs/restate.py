@@ -44,19 +44,21 @@ def published_days(settings: Settings, since: dt.date) -> dict[dt.date, dict]:
 
 
 def stale_days(settings: Settings, since: dt.date) -> list[dt.date]:
-    """Published days since `since` to re-bill: inputs changed, or a day they read changed."""
+    """Published days since `since` to re-bill: a partition they read (D-2..D) changed since they
+    were billed. A change to partition P so reaches exactly P, P+1 and P+2, the days that read it
+    (billing-rules.md, Days), and no day further."""
     published = published_days(settings, since)
-    changed = set()
-    for day, recorded in published.items():
-        for part in window.partitions_read(day):
+    fingerprints: dict[dt.date, str | None] = {}  # each partition hashed once
+
+    def now(part: dt.date) -> str | None:
+        if part not in fingerprints:
             files = landing.partition_files(settings.source, part)
-            now = window.fingerprint(files) if files else None
-            if recorded.get(part.isoformat()) != now:
-                changed.add(day)
-                break
-    # a day's charges depend on the two days before it: re-bill its published dependents too
-    dependents = {d for day in changed for d in window.dependents(day)}
-    return sorted(changed | (dependents & set(published)))
+            fingerprints[part] = window.fingerprint(files) if files else None
+        return fingerprints[part]
+
+    return sorted(day for day, recorded in published.items()
+                  if any(recorded.get(part.isoformat()) != now(part)
+                         for part in window.partitions_read(day)))
 
 
 def unbilled_days(settings: Settings, first: dt.date, last: dt.date) -> list[tuple[dt.date, str]]:

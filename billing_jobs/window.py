@@ -19,11 +19,6 @@ def partitions_read(day: dt.date) -> list[dt.date]:
     return [day - dt.timedelta(days=k) for k in range(LOOK_BACK_DAYS, -1, -1)]
 
 
-def dependents(day: dt.date) -> list[dt.date]:
-    """The billing dates whose charges a change to partition `day` can reach: D, D+1, D+2."""
-    return [day + dt.timedelta(days=k) for k in range(LOOK_BACK_DAYS + 1)]
-
-
 def fingerprint(files: list[Path]) -> str:
     """Content hash of a partition's files (names and bytes)."""
     digest = hashlib.sha256()

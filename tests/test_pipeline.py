@@ -345,6 +345,22 @@ def test_finance_queries_run_and_round_totals_half_up(settings):
                  " round(cast(2.675 as numeric(38, 10)), 2)") == [(Decimal("0.13"), Decimal("2.68"))]
 
 
+def test_a_late_file_reaches_its_day_and_the_two_after_and_no_further(tmp_path):
+    """Six published days, a late file in the second: exactly days 2, 3 and 4 are stale (they
+    read partition 2); days 5 and 6 read 3..6 and are not."""
+    from billing_jobs import restate
+
+    generate(tmp_path / "landing", START, days=6, messages_per_day=300, seed=2)
+    settings = Settings.resolve(source=str(tmp_path / "landing"), staging=str(tmp_path / "stg"),
+                                warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
+    days = [START + dt.timedelta(days=k) for k in range(6)]
+    for day in days:
+        sequence.run_day(settings, day)
+    (tmp_path / "landing" / "messages" / f"date={days[1]}" / "late.csv").write_text(
+        "message_id,customer_id,line_id,contact_id,direction,message_type,sent_at\n")
+    assert restate.stale_days(settings, START) == days[1:4]
+
+
 def test_restatement_rebills_exactly_the_days_a_late_file_changes(settings):
     from billing_jobs import restate
 
