@@ -39,10 +39,12 @@ class Clock:
 
 
 def compute(reference: Reference, day: dt.date, batch: landing.Batch, secret: str,
-            clock: Clock | None = None) -> tuple[dict[str, pa.Table], dict]:
-    """The day's tables as staged (before the run id is added) and the run's counts."""
+            clock: Clock | None = None, conflicting: np.ndarray | None = None
+            ) -> tuple[dict[str, pa.Table], dict]:
+    """The day's tables as staged (before the run id is added) and the run's counts.
+    `conflicting`: id hashes of messages whose conflicting copy `batch` does not hold."""
     clock = clock or Clock()
-    result = reconcile(batch)
+    result = reconcile(batch, conflicting)
     clock.lap("reconcile")
     starts = result.starts
     priced = price_starts(starts.filter(on_day(starts.column("started_at"), day)), reference)

@@ -32,19 +32,25 @@ class Deduplicated:
         return take_rows(self.table, self.rows)
 
 
-def _maybe_repeated(ids: pa.ChunkedArray) -> np.ndarray:
-    """Rows whose message_id *may* occur more than once: equal 64-bit hashes. A superset of the
-    true repeats (a hash collision only adds a row to the exact comparison below), found without
-    building a hash table of every id string. DuckDB's hash() is used as a fast vectorised kernel,
-    multi-threaded and zero-copy over Arrow; no rule is evaluated there."""
+def id_hashes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A 64-bit hash of every message id, row by row. DuckDB's hash() is used as a fast
+    vectorised kernel, multi-threaded and zero-copy over Arrow; no rule is evaluated there."""
     import duckdb
 
     if len(ids) == 0:
-        return np.zeros(0, dtype=bool)
+        return np.zeros(0, dtype=np.uint64)
     with duckdb.connect() as con:
         con.register("ids", pa.table({"id": ids}))
         hashes = con.sql("select hash(id) as h from ids").to_arrow_table().column("h")
-    hashes = hashes.to_numpy()
+    return hashes.to_numpy()
+
+
+def _maybe_repeated(hashes: np.ndarray) -> np.ndarray:
+    """Rows whose message_id *may* occur more than once: equal 64-bit hashes. A superset of the
+    true repeats (a hash collision only adds a row to the exact comparison below), found without
+    building a hash table of every id string."""
+    if len(hashes) == 0:
+        return np.zeros(0, dtype=bool)
     ordered = np.sort(hashes)
     twice = distinct_sorted(ordered[1:][ordered[1:] == ordered[:-1]])
     if not len(twice):
@@ -53,9 +59,15 @@ def _maybe_repeated(ids: pa.ChunkedArray) -> np.ndarray:
     return twice[pos] == hashes
 
 
-def deduplicate(valid: pa.Table) -> Deduplicated:
+def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None) -> Deduplicated:
+    """`conflicting`: sorted id hashes of messages known to have a conflicting copy this table
+    cannot see (on a line of another shard, or in a partition outside the window): every copy
+    here is quarantined as `conflicting_duplicate`, as if the other copy were here too."""
     n = valid.num_rows
-    repeated = _maybe_repeated(valid.column("message_id"))
+    hashes = id_hashes(valid.column("message_id"))
+    forced = (np.isin(hashes, conflicting) if conflicting is not None and len(conflicting)
+              else np.zeros(n, dtype=bool))
+    repeated = _maybe_repeated(hashes) | forced
     if not repeated.any():
         return Deduplicated(valid, np.arange(n), 0, quarantine_rows(valid.slice(0, 0), [], [], []))
 
@@ -65,7 +77,7 @@ def deduplicate(valid: pa.Table) -> Deduplicated:
     copies["_rank"] = copies["status"].astype(str).map(STATUS_RANK)
     identity = copies[["message_id", *IDENTITY]].astype({c: str for c in IDENTITY[:-1]})
     variants = identity.groupby("message_id")[list(IDENTITY)].nunique().max(axis=1)
-    conflicting = (copies["message_id"].map(variants) > 1).to_numpy()
+    conflicting = (copies["message_id"].map(variants) > 1).to_numpy() | forced[dup_idx]
 
     agreeing = copies[~conflicting].sort_values(["message_id", "_rank", "_row"])
     kept = agreeing.drop_duplicates("message_id", keep="last")["_row"].to_numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -48,8 +49,9 @@ class Reconciliation:
         }
 
 
-def reconcile(batch: Batch) -> Reconciliation:
-    deduped = deduplicate(batch.valid)
+def reconcile(batch: Batch, conflicting: np.ndarray | None = None) -> Reconciliation:
+    """`conflicting`: id hashes of messages with a conflicting copy `batch` does not hold."""
+    deduped = deduplicate(batch.valid, conflicting)
     starts, anomalies = engine.conversation_starts(deduped.table, deduped.rows)
     result = Reconciliation(
         deduplicated=deduped,

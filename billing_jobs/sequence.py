@@ -62,7 +62,7 @@ def write_shard(settings: Settings, folder: RunFolder, shard: int) -> Path:
 
 
 def combine(settings: Settings, folder: RunFolder) -> StagedRun:
-    return sharding.combine(folder)
+    return sharding.combine(folder, settings.contact_key_secret)
 
 
 def audit(settings: Settings, folder: RunFolder) -> None:

@@ -69,7 +69,10 @@ def test_any_number_of_shards_publishes_the_same_day(landing, tmp_path, shards):
     assert results[shards] == results[1]
 
 
-def test_a_conflict_across_shards_is_refused_not_billed(landing, tmp_path):
+def test_a_conflict_across_shards_publishes_exactly_the_unsharded_day(landing, tmp_path):
+    """Copies of one id on lines of different shards: no shard sees both, the combine step's
+    second phase computes the shards holding them again, and the day equals the unsharded one
+    (every copy quarantined as conflicting_duplicate, nothing billed for them)."""
     source = tmp_path / "landing"
     shutil.copytree(landing, source)
     day = START + dt.timedelta(days=2)
@@ -77,20 +80,27 @@ def test_a_conflict_across_shards_is_refused_not_billed(landing, tmp_path):
              for row in (source / "reference" / "lines.csv").read_text().split()[1:]}
     a = next(line for line in owner if shard_of(line, 4) == 0)  # two lines in different shards
     b = next(line for line in owner if shard_of(line, 4) != 0)
-    copies = [{"message_id": "twice", "customer_id": owner[line], "line_id": line,
-               "contact_id": "+4915100000002", "direction": "inbound", "message_type": "session",
-               "sent_at": f"{day}T09:00:00Z"} for line in (a, b)]
+    base = {"contact_id": "+4915100000002", "direction": "inbound", "message_type": "session",
+            "sent_at": f"{day}T09:00:00Z"}
+    copies = [{**base, "message_id": "twice", "customer_id": owner[a], "line_id": a,
+               "status": "delivered"},
+              {**base, "message_id": "twice", "customer_id": owner[a], "line_id": a,
+               "status": "read"},  # a status copy beside it: quarantined too, not a duplicate
+              {**base, "message_id": "twice", "customer_id": owner[b], "line_id": b}]
     (source / "messages" / f"date={day}" / "twice.jsonl").write_text(
         "".join(json.dumps(c) + "\n" for c in copies))
-    settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
-                                warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
-    with pytest.raises(RunError, match="copies on lines in different shards.*with one shard"):
-        sequence.run_day(settings, day, shards=4)
-    # unsharded, the rules apply: both copies quarantined as conflicting, nothing billed for them
-    sequence.run_day(dataclasses.replace(settings), day, shards=1)
-    con = duckdb.connect(f"{tmp_path}/w.duckdb", read_only=True)
+    results = {}
+    for n in (1, 4):
+        settings = Settings.resolve(source=str(source), staging=str(tmp_path / f"s{n}"),
+                                    warehouse_url=f"duckdb:///{tmp_path}/w{n}.duckdb")
+        sequence.run_day(settings, day, shards=n)
+        results[n] = published(settings.warehouse_url, day)
+    assert results[4] == results[1]
+    con = duckdb.connect(f"{tmp_path}/w4.duckdb", read_only=True)
     assert con.execute("select reason from billing.quarantined_messages where message_id = 'twice'"
-                       ).fetchall() == [("conflicting_duplicate",)] * 2
+                       ).fetchall() == [("conflicting_duplicate",)] * 3
+    assert con.execute("select count(*) from billing.conversation_starts"
+                       " where message_id = 'twice'").fetchall() == [(0,)]
 
 
 def test_shared_ids_are_counted_range_by_range(tmp_path):
@@ -105,8 +115,8 @@ def test_shared_ids_are_counted_range_by_range(tmp_path):
     b = np.unique(np.concatenate([b, common]))
     for name, values in (("a", a), ("b", b)):
         np.save(tmp_path / f"{name}.npy", values)
-    assert shared_ids([tmp_path / "a.npy", tmp_path / "b.npy"]) == 3
-    assert shared_ids([tmp_path / "a.npy"]) == 0
+    assert shared_ids([tmp_path / "a.npy", tmp_path / "b.npy"]).tolist() == sorted(common.tolist())
+    assert len(shared_ids([tmp_path / "a.npy"])) == 0
 
 
 def test_shards_read_the_files_of_their_plan_not_a_late_arrival(landing, tmp_path):
