@@ -108,8 +108,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from billing_jobs import landing
     from billing_jobs.explain import explain_stream
 
+    from billing_jobs.config import Settings
+
     batch = landing.read_files(landing.message_files(args.messages))
-    print(explain_stream(batch, args.line, args.contact))
+    print(explain_stream(batch, args.line, args.contact, Settings.resolve().contact_key_secret))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -170,18 +172,19 @@ def _print_unbilled(days: list[tuple[dt.date, str]]) -> None:
 
 
 def cmd_restate(args: argparse.Namespace) -> None:
-    from billing_jobs.restate import last_landed_day, restate, stale_days, unbilled_days
+    from billing_jobs.restate import last_landed_day, restate, stale_reasons, unbilled_days
 
     settings = _settings(args, source=True)
     if args.dry_run:
-        days = stale_days(settings, args.since)
-        print("would re-bill: " + (", ".join(map(str, days)) if days else "nothing"))
+        days = stale_reasons(settings, args.since)
+        print("would re-bill: " + (", ".join(f"{d} ({why})" for d, why in sorted(days.items()))
+                                   if days else "nothing"))
     else:
         _say_secret(settings)
         done = restate(settings, args.since)
         for day, result in done:
             print(f"{day}: re-billed: {result['starts_on_day']:,} starts, amount "
-                  f"{result['amount']:.4f} (run {result['run_id']})")
+                  f"{result['amount']:.4f} (run {result['run_id']}; {result['why']})")
         if not done:
             print(f"no published day since {args.since} has changed inputs")
     last = last_landed_day(settings)

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_jobs import landing
+from billing_jobs import identity, landing
 from billing_jobs.pricing import price_starts
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
 from billing_jobs.reconcile import reconcile
@@ -39,11 +39,12 @@ class Clock:
 
 
 def compute(reference: Reference, day: dt.date, batch: landing.Batch, secret: str,
-            clock: Clock | None = None, conflicting: np.ndarray | None = None
-            ) -> tuple[dict[str, pa.Table], dict]:
-    """The day's tables as staged (before the run id is added) and the run's counts.
-    `conflicting`: id hashes of messages whose conflicting copy `batch` does not hold."""
+            clock: Clock | None = None, known: identity.Known | None = None,
+            shared: np.ndarray | None = None) -> tuple[dict[str, pa.Table], dict]:
+    """The day's tables as staged (before the run id is added) and the run's counts. `known`:
+    what other runs know of this batch's ids; `shared`: id hashes other shards also hold."""
     clock = clock or Clock()
+    batch, conflicting = identity.settle(batch, known, shared)
     result = reconcile(batch, conflicting)
     clock.lap("reconcile")
     starts = result.starts

@@ -60,14 +60,12 @@ def _maybe_repeated(hashes: np.ndarray) -> np.ndarray:
 
 
 def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None) -> Deduplicated:
-    """`conflicting`: sorted id hashes of messages known to have a conflicting copy this table
-    cannot see (on a line of another shard, or in a partition outside the window): every copy
-    here is quarantined as `conflicting_duplicate`, as if the other copy were here too."""
+    """`conflicting`: a mask of the rows known to have a conflicting copy this table cannot see
+    (on a line of another shard, or in a partition outside the window: identity.py); each is
+    quarantined as `conflicting_duplicate`, as if the other copy were here too."""
     n = valid.num_rows
-    hashes = id_hashes(valid.column("message_id"))
-    forced = (np.isin(hashes, conflicting) if conflicting is not None and len(conflicting)
-              else np.zeros(n, dtype=bool))
-    repeated = _maybe_repeated(hashes) | forced
+    forced = conflicting if conflicting is not None else np.zeros(n, dtype=bool)
+    repeated = _maybe_repeated(id_hashes(valid.column("message_id"))) | forced
     if not repeated.any():
         return Deduplicated(valid, np.arange(n), 0, quarantine_rows(valid.slice(0, 0), [], [], []))
 

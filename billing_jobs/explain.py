@@ -8,12 +8,15 @@ import pyarrow.compute as pc
 
 from billing_jobs import reference
 from billing_jobs.landing import Batch
+from billing_jobs.pseudonym import contact_key
 
 
-def explain_stream(batch: Batch, line_id: str, contact_id: str) -> str:
+def explain_stream(batch: Batch, line_id: str, contact_id: str, secret: str) -> str:
     """`contact_id` in any spelling (with or without `+`): streams are keyed by the canonical
-    form."""
+    form. The output names the contact by its `contact_key` (as the warehouse does), never by
+    the number."""
     contact_id = reference.canonical_contact(contact_id)
+    key = contact_key(contact_id, secret)[:12]
     valid = batch.valid
     in_stream = pc.and_(pc.equal(valid.column("line_id"), line_id),
                         pc.equal(valid.column("contact_id"), contact_id))
@@ -25,7 +28,7 @@ def explain_stream(batch: Batch, line_id: str, contact_id: str) -> str:
                  if (d.message.line_id, d.message.contact_id) == (line_id, contact_id)]
     charged = [d for d in decisions if d.charged]
     out = [
-        f"stream line {line_id} / contact {contact_id}: {len(decisions)} messages, "
+        f"stream line {line_id} / contact key {key}: {len(decisions)} messages, "
         f"{len(charged)} conversation starts "
         f"({sum(d.outcome == 'user_initiated' for d in charged)} user-initiated, "
         f"{sum(d.outcome == 'business_initiated' for d in charged)} business-initiated)",
@@ -40,7 +43,8 @@ def explain_stream(batch: Batch, line_id: str, contact_id: str) -> str:
         out.append(f"\n{result.duplicates} duplicate copies were folded into their messages.")
     for m in result.conflicts:
         out.append(f"conflicting_duplicate (quarantined, not billed): {m.message_id} "
-                   f"{m.line_id} {m.contact_id} {m.direction} {m.message_type} {m.sent_at}")
+                   f"{m.line_id} contact key {contact_key(m.contact_id, secret)[:12]} "
+                   f"{m.direction} {m.message_type} {m.sent_at}")
     bad = _quarantined_in_stream(batch.quarantined, line_id, contact_id)
     for rec in bad:
         out.append(f"quarantined ({rec['reason']}): {rec['source_file']} row {rec['source_row']}")

@@ -32,7 +32,7 @@ from billing_jobs.contract import (
     TEMPLATE,
     TIMESTAMP,
 )
-from billing_jobs.errors import LandingError
+from billing_jobs.errors import LandingError, redact
 from billing_jobs.tables import take_rows
 
 SUFFIXES = (".parquet", ".csv", ".jsonl")
@@ -589,7 +589,7 @@ def _storable_id(value) -> str | None:
         return None
     if len(value) > MAX_MESSAGE_ID or any(ord(c) < 32 or ord(c) == 127 for c in value):
         return None
-    return value
+    return None if redact(value) != value else value  # a phone number in the id column
 
 
 def _owned_by(line: pa.ChunkedArray, customer: pa.ChunkedArray, lines: dict[str, str]) -> np.ndarray:

@@ -18,6 +18,7 @@ from billing_jobs import invoicing, warehouse
 from billing_jobs.config import Settings
 from billing_jobs.contract import RULES_VERSION
 from billing_jobs.errors import MAX_REASON, BillingError, RunError, redact
+from billing_jobs.identity import CONFLICTING_DUPLICATE, partition_of
 from billing_jobs.reference_data import load_reference
 from billing_jobs.run_folder import RunFolder, StagedRun, code_version
 
@@ -55,10 +56,26 @@ def publish(settings: Settings, folder: RunFolder) -> dict:
                                            f"{day} published again (run {run.run_id}, inputs "
                                            f"{run.input_fingerprint[:12]})")
                 warehouse.replace_day(conn, settings.schema, day, tables)
+                _record_conflicts(conn, settings.schema, run, tables["quarantined_messages"])
                 warehouse.record_run(conn, settings.schema, run_row(run, "published", amount))
     finally:
         engine.dispose()
     return {**run.counts, "amount": amount, "run_id": run.run_id}
+
+
+def _record_conflicts(conn, schema: str, run: StagedRun, quarantined) -> None:
+    """The conflicting copies this run found, per id and partition (identity.py): the runs of
+    the other days they reach quarantine them too, and restatement re-bills those days."""
+    import pyarrow.compute as pc
+
+    found = quarantined.filter(pc.equal(quarantined.column("reason"), CONFLICTING_DUPLICATE))
+    copies = {(m, partition_of(str(f))) for m, f in zip(found.column("message_id").to_pylist(),
+                                                        found.column("source_file").to_pylist())}
+    now = dt.datetime.now(dt.timezone.utc)
+    for message_id, partition in sorted(c for c in copies if c[0] and c[1]):
+        warehouse.execute(conn, "insert_identity_conflict", schema, message_id=message_id,
+                          partition_date=partition, found_for=run.billing_date,
+                          found_by_run=run.run_id, found_at=now)
 
 
 def run_row(run: StagedRun, status: str, amount=None, step: str | None = None,

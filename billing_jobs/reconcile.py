@@ -50,7 +50,7 @@ class Reconciliation:
 
 
 def reconcile(batch: Batch, conflicting: np.ndarray | None = None) -> Reconciliation:
-    """`conflicting`: id hashes of messages with a conflicting copy `batch` does not hold."""
+    """`conflicting`: a mask of the valid rows with a conflicting copy `batch` does not hold."""
     deduped = deduplicate(batch.valid, conflicting)
     starts, anomalies = engine.conversation_starts(deduped.table, deduped.rows)
     result = Reconciliation(

@@ -163,3 +163,56 @@ def messages_from_table(table) -> list[Message]:
     """Contract rows of an Arrow table (as produced by `landing`) as Message objects."""
     fields = Message.__dataclass_fields__
     return [Message(**{k: v for k, v in row.items() if k in fields}) for row in table.to_pylist()]
+
+
+REACH = dt.timedelta(days=2)  # "copies within reach": partition dates at most two days apart
+
+
+@dataclass
+class DayResult:
+    starts: list[Decision]  # the starts billed on the day
+    conflicting: set[str]  # ids of the window's copies quarantined as conflicting
+    reused: set[str]  # ids of the window's copies quarantined as reused
+
+
+def bill_landing_zone(partitions: dict[dt.date, list[Message]],
+                      days: list[dt.date]) -> dict[dt.date, DayResult]:
+    """What a run over the complete landing zone bills on each of `days` ("Identity across
+    days"), the days billed in date order:
+
+    - the copies of one id in one partition follow the rules above (status copies fold, other
+      differences conflict); copies in partitions within reach of each other always conflict
+      (a valid copy's `sent_at` lies in its own partition, so two partitions mean two instants):
+      every copy of both is quarantined, on every day;
+    - copies further apart are separate messages, except that a copy of an id billed as a start
+      on an earlier date is reused: quarantined, it takes no part in the rules;
+    - a day D is billed from the partitions D-2..D, like every run.
+    """
+    canonical = {p: [replace(m, contact_id=canonical_contact(m.contact_id)) for m in rows]
+                 for p, rows in partitions.items()}
+    where: dict[str, set[dt.date]] = defaultdict(set)
+    for p, rows in canonical.items():
+        for m in rows:
+            where[m.message_id].add(p)
+    conflicted = {(mid, p) for mid, ps in where.items() for p in ps
+                  if any(q != p and abs(q - p) <= REACH for q in ps)}
+    billed: dict[str, dt.date] = {}
+    out = {}
+    for day in sorted(days):
+        window = [day - dt.timedelta(days=k) for k in (2, 1, 0)]
+        rows, conflicting, reused = [], set(), set()
+        for p in window:
+            for m in canonical.get(p, []):
+                if (m.message_id, p) in conflicted:
+                    conflicting.add(m.message_id)
+                elif m.message_id in billed and billed[m.message_id] < p - REACH:
+                    reused.add(m.message_id)
+                else:
+                    rows.append(m)
+        result = reconcile(rows)
+        starts = [d for d in result.starts if d.message.sent_at.date() == day]
+        for d in starts:
+            billed.setdefault(d.message.message_id, day)
+        out[day] = DayResult(starts, conflicting | {m.message_id for m in result.conflicts},
+                             reused)
+    return out

@@ -44,9 +44,14 @@ def published_days(settings: Settings, since: dt.date) -> dict[dt.date, dict]:
 
 
 def stale_days(settings: Settings, since: dt.date) -> list[dt.date]:
-    """Published days since `since` to re-bill: a partition they read (D-2..D) changed since they
-    were billed. A change to partition P so reaches exactly P, P+1 and P+2, the days that read it
-    (billing-rules.md, Days), and no day further."""
+    return sorted(stale_reasons(settings, since))
+
+
+def stale_reasons(settings: Settings, since: dt.date) -> dict[dt.date, str]:
+    """Published days since `since` to re-bill, with why: a partition they read (D-2..D) changed
+    since they were billed (a change to partition P so reaches exactly P, P+1 and P+2, the days
+    that read it: billing-rules.md, Days), or a conflicting copy of one of their messages was
+    found later by the run of another day (identity.py)."""
     published = published_days(settings, since)
     fingerprints: dict[dt.date, str | None] = {}  # each partition hashed once
 
@@ -56,9 +61,16 @@ def stale_days(settings: Settings, since: dt.date) -> list[dt.date]:
             fingerprints[part] = window.fingerprint(files) if files else None
         return fingerprints[part]
 
-    return sorted(day for day, recorded in published.items()
-                  if any(recorded.get(part.isoformat()) != now(part)
-                         for part in window.partitions_read(day)))
+    reasons = {day: "a partition it read changed" for day, recorded in published.items()
+               if any(recorded.get(part.isoformat()) != now(part)
+                      for part in window.partitions_read(day))}
+    for row in warehouse.read_job_query(settings.warehouse_url, settings.schema,
+                                        settings.lock_wait_s, "conflict_stale_days",
+                                        "identity_conflicts", since=since):
+        day = dt.date.fromisoformat(str(row["billing_date"])[:10])
+        reasons.setdefault(day, f"a conflicting copy of one of its messages was found by run "
+                                f"{row['found_by_run']}")
+    return reasons
 
 
 def unbilled_days(settings: Settings, first: dt.date, last: dt.date) -> list[tuple[dt.date, str]]:
@@ -87,5 +99,6 @@ def last_landed_day(settings: Settings) -> dt.date | None:
 
 
 def restate(settings: Settings, since: dt.date) -> list[tuple[dt.date, dict]]:
-    """Re-bill every stale day in date order; returns what each run published."""
-    return [(day, sequence.run_day(settings, day)) for day in stale_days(settings, since)]
+    """Re-bill every stale day in date order; returns what each run published, with why."""
+    return [(day, {**sequence.run_day(settings, day), "why": why})
+            for day, why in sorted(stale_reasons(settings, since).items())]

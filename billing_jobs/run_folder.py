@@ -56,6 +56,8 @@ class Plan:
     partitions: dict[str, str | None]  # partition date -> fingerprint (None: no files)
     files: list[str]  # exactly what the shards read: a late file waits for the next run
     shards: int
+    # ids with a conflicting copy found by another day's run: id -> partitions (identity.py)
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return _to_json(self)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from billing_jobs import audit_inputs, window
+from billing_jobs import audit_inputs, warehouse, window
 from billing_jobs import publish as publishing
 from billing_jobs import shards as sharding
 from billing_jobs.config import Settings
@@ -47,10 +47,17 @@ def plan(settings: Settings, day: dt.date, shards: int | None = None,
     source = window.require_partition(settings.source, day)
     files, partitions = window.files_and_fingerprints(source, day)
     count = shards or window.shards_for(files, settings.rows_per_shard)
+    conflicts: dict[str, list[str]] = {}
+    for row in warehouse.read_job_query(
+            settings.warehouse_url, settings.schema, settings.lock_wait_s,
+            "conflicts_within_reach", "identity_conflicts",
+            first_day=day - dt.timedelta(days=2 * window.LOOK_BACK_DAYS),
+            last_day=day + dt.timedelta(days=window.LOOK_BACK_DAYS)):
+        conflicts.setdefault(row["message_id"], []).append(str(row["partition_date"])[:10])
     return RunFolder.create(settings.staging, Plan(
         run_id=run_id or new_run_id(day, started), billing_date=day, started_at=started,
         source=str(source), reference=str(settings.reference), partitions=partitions,
-        files=[str(f) for f in files], shards=count))
+        files=[str(f) for f in files], shards=count, conflicts=conflicts))
 
 
 def split(settings: Settings, folder: RunFolder, part: int) -> list[int]:
@@ -58,11 +65,17 @@ def split(settings: Settings, folder: RunFolder, part: int) -> list[int]:
 
 
 def write_shard(settings: Settings, folder: RunFolder, shard: int) -> Path:
-    return sharding.write_shard(folder, shard, settings.contact_key_secret)
+    return sharding.write_shard(folder, shard, settings.contact_key_secret, _billed(settings))
 
 
 def combine(settings: Settings, folder: RunFolder) -> StagedRun:
-    return sharding.combine(folder, settings.contact_key_secret)
+    return sharding.combine(folder, settings.contact_key_secret, _billed(settings))
+
+
+def _billed(settings: Settings):
+    """Which of some message ids are billed as starts already, and on which date."""
+    return lambda ids: warehouse.billed_dates(settings.warehouse_url, settings.schema,
+                                              settings.lock_wait_s, ids)
 
 
 def audit(settings: Settings, folder: RunFolder) -> None:

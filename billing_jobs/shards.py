@@ -15,8 +15,10 @@ quarantine two innocent messages: never a start billed twice, at worst two start
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from billing_jobs import dedupe, landing
+from billing_jobs import dedupe, identity, landing
 from billing_jobs.day import Clock, compute
 from billing_jobs.errors import RunError
 from billing_jobs.reference_data import load_reference
 from billing_jobs.run_folder import RunFolder, StagedRun
 from billing_jobs.tables import distinct_sorted, release_memory, take_rows
+from billing_jobs.window import partitions_read as window_of
 
 SHARD_TABLES = ("conversation_starts", "session_anomalies", "quarantined_messages",
                 "accepted_messages")
@@ -96,11 +99,15 @@ def id_hashes(valid: pa.Table) -> np.ndarray:
     return distinct_sorted(np.sort(dedupe.id_hashes(valid.column("message_id"))))
 
 
-def write_shard(folder: RunFolder, shard: int, secret: str,
-                conflicting: np.ndarray | None = None) -> Path:
+BilledLookup = Callable[[pa.Array], dict]  # message ids -> {id: billing date of its start}
+
+
+def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup | None = None,
+                shared: np.ndarray | None = None) -> Path:
     """Compute shard `shard` of the day into `shards/<k>/`, from its pieces of the plan's files
-    (the files themselves when the plan has one shard). `conflicting`: id hashes of messages with
-    a copy in another shard (combine's second phase)."""
+    (the files themselves when the plan has one shard). `billed` says which of its ids are billed
+    already, and when (identity.py); `shared`: id hashes other shards hold too (combine's second
+    phase)."""
     plan = folder.plan
     reference = load_reference(plan.reference)
     unsplit = folder.unsplit()
@@ -116,7 +123,13 @@ def write_shard(folder: RunFolder, shard: int, secret: str,
                                    reader=lambda i, _: read_piece(folder, shard, i))
     clock.lap("extract")
     hashes = id_hashes(batch.valid) if plan.shards > 1 else np.zeros(0, dtype=np.uint64)
-    tables, counts = compute(reference, plan.billing_date, batch, secret, clock, conflicting)
+    window = window_of(plan.billing_date)
+    known = identity.Known(
+        window=(window[0], window[-1]),
+        billed=billed(pc.unique(batch.valid.column("message_id"))) if billed else {},
+        conflicts={m: {dt.date.fromisoformat(d) for d in days}
+                   for m, days in plan.conflicts.items()})
+    tables, counts = compute(reference, plan.billing_date, batch, secret, clock, known, shared)
     out = folder.shard_dir(shard)
     out.mkdir(parents=True, exist_ok=True)
     for name in SHARD_TABLES:
@@ -131,7 +144,7 @@ def write_shard(folder: RunFolder, shard: int, secret: str,
     return out
 
 
-def combine(folder: RunFolder, secret: str) -> StagedRun:
+def combine(folder: RunFolder, secret: str, billed: BilledLookup | None = None) -> StagedRun:
     """Merge the shards into one staged run in `folder` (plan.json + run.json + tables); shards
     that share message ids are computed again first, with those ids as conflicting."""
     plan = folder.plan
@@ -147,7 +160,7 @@ def combine(folder: RunFolder, secret: str) -> StagedRun:
         for k, part in enumerate(parts):
             mine = np.load(part / "ids.npy", mmap_mode="r")
             if np.isin(shared, mine).any():
-                write_shard(folder, k, secret, conflicting=shared)
+                write_shard(folder, k, secret, billed, shared)
         infos = [json.loads((p / "shard.json").read_text()) for p in parts]
     tables = {name: pa.concat_tables([pq.read_table(p / f"{name}.parquet") for p in parts])
               for name in SHARD_TABLES}

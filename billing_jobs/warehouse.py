@@ -43,12 +43,15 @@ def execute(conn: sa.Connection, name: str, schema: str, **params) -> None:
     conn.execute(sa.text(sql_file(SQL_DIR / "jobs" / f"{name}.sql", schema)), params)
 
 
-def create_engine(url: str) -> sa.Engine:
+def create_engine(url: str, read_only: bool = False) -> sa.Engine:
     """An engine with no pool: every connection is closed when done, so a DuckDB file is locked
-    only while we actually use it."""
+    only while we actually use it. `read_only` opens a DuckDB file for reading, which any number
+    of processes may do at once (the shards of a day)."""
     if url.startswith("duckdb:///") and not url.startswith("duckdb:///:memory:"):
         Path(url.removeprefix("duckdb:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if read_only and url.startswith("duckdb:"):
+            return sa.create_engine(url, poolclass=NullPool, connect_args={"read_only": True})
         return sa.create_engine(url, poolclass=NullPool)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError):
         check_warehouse_url(url)  # says what is wrong with it
@@ -57,11 +60,62 @@ def create_engine(url: str) -> sa.Engine:
 
 def require_tables(conn: sa.Connection, schema: str, *tables: str) -> None:
     """For readers (trace, export, queries), which never create anything: the tables exist."""
-    inspector = sa.inspect(conn)
-    missing = [t for t in tables if not inspector.has_table(t, schema=schema)]
+    missing = [t for t in tables if not has_table(conn, schema, t)]
     if missing:
         raise WarehouseError(f"warehouse has no {schema}.{missing[0]}: nothing was published "
                              f"there yet (run a day first, or check --warehouse)")
+
+
+def has_table(conn: sa.Connection, schema: str, table: str) -> bool:
+    """Asked of information_schema, result drained (DuckDB's connection wants it so)."""
+    return conn.execute(sa.text(
+        "select count(*) from information_schema.tables where table_schema = :s"
+        " and table_name = :t"), {"s": schema, "t": table}).all()[0][0] > 0
+
+
+def _readable(url: str) -> bool:
+    """False for a DuckDB file that does not exist yet: nothing was published there."""
+    if url.startswith("duckdb:///") and not url.startswith("duckdb:///:memory:"):
+        return Path(url.removeprefix("duckdb:///")).exists()
+    return True
+
+
+def read_job_query(url: str, schema: str, wait_s: float, name: str, table: str,
+                   **params) -> list[dict]:
+    """Rows of `sql/jobs/NAME.sql` read without writing anything; [] while `table` does not
+    exist (a warehouse nothing was published to)."""
+    if not _readable(url):
+        return []
+    engine = create_engine(url, read_only=True)
+    try:
+        with connect(engine, wait_s) as conn:
+            if not has_table(conn, schema, table):
+                return []
+            return query(conn, name, schema, **params)
+    finally:
+        engine.dispose()
+
+
+def billed_dates(url: str, schema: str, wait_s: float, ids: pa.Array) -> dict[str, object]:
+    """The billing date of every id of `ids` that is billed as a conversation start."""
+    if len(ids) == 0 or not _readable(url):
+        return {}
+    engine = create_engine(url, read_only=True)
+    try:
+        with connect(engine, wait_s) as conn:
+            if not has_table(conn, schema, "conversation_starts"):
+                return {}
+            candidates = pa.table({"message_id": ids})
+            raw = conn.connection.dbapi_connection
+            if conn.dialect.name == "duckdb":
+                raw.register("candidate_ids", candidates)
+            else:
+                conn.execute(sa.text("create temporary table candidate_ids (message_id text)"))
+                insert_arrow(conn, None, "candidate_ids", candidates)
+            rows = query(conn, "billed_starts", schema)
+    finally:
+        engine.dispose()
+    return {r["message_id"]: r["billing_date"] for r in rows}
 
 
 def check_reachable(url: str, wait_s: float) -> None:
@@ -138,7 +192,7 @@ def insert_arrow(conn: sa.Connection, schema: str, table: str, data: pa.Table) -
     if data.num_rows == 0:
         return
     columns = ", ".join(data.column_names)
-    target = f"{schema}.{table}"
+    target = f"{schema}.{table}" if schema else table
     raw = conn.connection.dbapi_connection
     if conn.dialect.name == "duckdb":
         name = f"staged_{table}"

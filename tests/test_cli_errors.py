@@ -76,7 +76,7 @@ def _prepare(case: str, root: Path, generated: Path, request) -> tuple[list[str]
                                  "unit_price is not a decimal: 'cheap'"),
         "lock_wait_not_a_number": (["run", "--date", DAY], "BILLING_LOCK_WAIT_S"),
         "bad_schema_name": (["run", "--date", DAY], "schema name must be a lower-case identifier"),
-        "csv_row_with_a_phone_number": (["run", "--date", DAY], "cannot read file"),
+        "unreadable_parquet": (["run", "--date", DAY], "broken.parquet: cannot read file"),
         "item_out_of_range": (["trace", "--invoice", "1", "--item", "99999999999"],
                               "at most 2**31 - 1"),
         "no_such_invoice": (["trace", "--invoice", "7"], "nothing was published there yet"),
@@ -112,10 +112,8 @@ def _prepare(case: str, root: Path, generated: Path, request) -> tuple[list[str]
         env["BILLING_LOCK_WAIT_S"] = "a while"
     elif case == "bad_schema_name":
         env["BILLING_SCHEMA"] = "Billing-Schema"
-    elif case == "csv_row_with_a_phone_number":  # a row with one cell too many: unreadable file
-        (part / "broken.csv").write_text(
-            "message_id,customer_id,line_id,contact_id,direction,message_type,sent_at,status\n"
-            f"m1,C001,L0011,+5511987654321,inbound,session,{DAY}T10:00:00Z,read,extra\n")
+    elif case == "unreadable_parquet":  # a row never stops a day; a file that cannot be opened does
+        (part / "broken.parquet").write_bytes(b"PAR1 not really")
     elif case in ("no_such_invoice_item", "nothing_to_export"):  # a warehouse with a closed month
         _close_one_day_month(landing, env)
     elif case == "close_by_a_read_only_role":
@@ -159,7 +157,7 @@ def _drop_role(url: str, role: str) -> None:
 CASES = ["postgres_scheme", "unknown_dialect", "not_a_url", "unreachable_warehouse",
          "missing_source", "no_partition", "range_backwards", "not_a_date", "zero_shards",
          "rate_card_missing_a_country", "broken_rate_card_row", "lock_wait_not_a_number",
-         "bad_schema_name", "csv_row_with_a_phone_number", "item_out_of_range", "no_such_invoice",
+         "bad_schema_name", "unreadable_parquet", "item_out_of_range", "no_such_invoice",
          "no_such_invoice_item", "not_a_month", "close_refused", "close_by_a_read_only_role", "nothing_to_export",
          "reconcile_missing_input", "reconcile_unknown_output", "explain_missing_input",
          "prune_keep_zero", "prune_keep_not_a_number", "audit_docs_before_any_run",
@@ -180,7 +178,7 @@ def test_a_failing_invocation_says_why_in_one_line(case, tmp_path, generated, ph
     assert lines[0].startswith("billing-jobs"), lines[0]
     assert "Traceback" not in output
     assert PASSWORD not in output
-    assert not [n for n in phone_numbers | {"+5511987654321", "5511987654321"} if n in output]
+    assert not [n for n in phone_numbers if n in output]
 
 
 def test_the_battery_is_at_least_twenty_invocations():
