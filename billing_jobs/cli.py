@@ -136,8 +136,12 @@ def cmd_run(args: argparse.Namespace) -> None:
             rest = days[i:]
             if len(days) > 1:
                 _print_summary(summary)
-                _print_unbilled(unbilled_days(settings, args.date, last) if not args.dry_run
+                try:  # the warehouse itself may be what failed: its answer is a bonus
+                    unbilled = (unbilled_days(settings, args.date, last) if not args.dry_run
                                 else [(d, "not run") for d in [day, *rest]])
+                except Exception:  # noqa: BLE001 - the day's own error is reported below
+                    unbilled = [(d, "not billed by this run") for d in [day, *rest]]
+                _print_unbilled(unbilled)
             raise BillingError(f"{day}: {one_line(exc)} (nothing published for {day}"
                                + (f"; not run: {', '.join(map(str, rest))}" if rest else "")
                                + ")") from exc

@@ -132,6 +132,8 @@ def plan(day: str, shards: int | None) -> str:
     with step("plan", day):
         config = settings()
         sequence.check(config)
+        log.info("contact keys: %s", "the DEMO secret" if config.uses_demo_secret
+                 else f"BILLING_CONTACT_KEY_SECRET, key id {config.key_id}")
         return str(sequence.plan(config, dt.date.fromisoformat(day), shards).path)
 
 

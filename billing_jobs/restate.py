@@ -14,33 +14,24 @@ from billing_jobs import landing, sequence, warehouse, window
 from billing_jobs.config import Settings
 
 
+def _latest(settings: Settings, query: str, since: dt.date) -> dict[dt.date, dict]:
+    """Rows of a `sql/jobs` query keyed by billing date, partitions decoded; read only."""
+    rows = warehouse.read_job_query(settings.warehouse_url, settings.schema, settings.lock_wait_s,
+                                    query, "billing_runs", since=since)
+    return {dt.date.fromisoformat(str(r["billing_date"])[:10]): {
+        **r, "partitions": json.loads(r["partitions"] or "{}")} for r in rows}
+
+
 def latest_runs(settings: Settings, since: dt.date) -> dict[dt.date, dict]:
     """The latest run of every billing date since `since`: its status, step, reason and the
     partition fingerprints it read."""
-    engine = warehouse.create_engine(settings.warehouse_url)
-    try:
-        with warehouse.connect(engine, settings.lock_wait_s) as conn:
-            with conn.begin():
-                warehouse.ensure_schema(conn, settings.schema)
-            rows = warehouse.query(conn, "latest_runs", settings.schema, since=since)
-    finally:
-        engine.dispose()
-    return {dt.date.fromisoformat(str(r["billing_date"])): {
-        **r, "partitions": json.loads(r["partitions"] or "{}")} for r in rows}
+    return _latest(settings, "latest_runs", since)
 
 
 def published_days(settings: Settings, since: dt.date) -> dict[dt.date, dict]:
     """The latest published run's partition fingerprints, per billing date since `since`."""
-    engine = warehouse.create_engine(settings.warehouse_url)
-    try:
-        with warehouse.connect(engine, settings.lock_wait_s) as conn:
-            with conn.begin():
-                warehouse.ensure_schema(conn, settings.schema)
-            rows = warehouse.query(conn, "latest_published_runs", settings.schema, since=since)
-    finally:
-        engine.dispose()
-    return {dt.date.fromisoformat(str(r["billing_date"])): json.loads(r["partitions"] or "{}")
-            for r in rows}
+    return {day: r["partitions"]
+            for day, r in _latest(settings, "latest_published_runs", since).items()}
 
 
 def stale_days(settings: Settings, since: dt.date) -> list[dt.date]:
