@@ -106,9 +106,8 @@ def cmd_reconcile(args: argparse.Namespace) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> None:
     from billing_jobs import landing
-    from billing_jobs.explain import explain_stream
-
     from billing_jobs.config import Settings
+    from billing_jobs.explain import explain_stream
 
     batch = landing.read_files(landing.message_files(args.messages))
     print(explain_stream(batch, args.line, args.contact, Settings.resolve().contact_key_secret))

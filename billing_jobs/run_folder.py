@@ -210,7 +210,8 @@ class RunFolder:
 
 def _to_json(record) -> str:
     """A plan or staged run as JSON: dates and instants in ISO 8601."""
-    return json.dumps({**dataclasses.asdict(record), "billing_date": record.billing_date.isoformat(),
+    return json.dumps({**dataclasses.asdict(record),
+                       "billing_date": record.billing_date.isoformat(),
                        "started_at": record.started_at.isoformat()}, indent=1)
 
 

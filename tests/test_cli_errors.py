@@ -34,7 +34,8 @@ def phone_numbers(generated) -> set[str]:
     """Every contact of the landing zone in both spellings (with and without `+`)."""
     numbers = set()
     for path in (generated / "messages").rglob("*.parquet"):
-        numbers |= {str(c) for c in pq.read_table(path, columns=["contact_id"]).column(0).to_pylist()}
+        contacts = pq.read_table(path, columns=["contact_id"]).column(0).to_pylist()
+        numbers |= {str(c) for c in contacts}
     return numbers | {n.lstrip("+") for n in numbers}
 
 
@@ -158,7 +159,8 @@ CASES = ["postgres_scheme", "unknown_dialect", "not_a_url", "unreachable_warehou
          "missing_source", "no_partition", "range_backwards", "not_a_date", "zero_shards",
          "rate_card_missing_a_country", "broken_rate_card_row", "lock_wait_not_a_number",
          "bad_schema_name", "unreadable_parquet", "item_out_of_range", "no_such_invoice",
-         "no_such_invoice_item", "not_a_month", "close_refused", "close_by_a_read_only_role", "nothing_to_export",
+         "no_such_invoice_item", "not_a_month", "close_refused", "close_by_a_read_only_role",
+         "nothing_to_export",
          "reconcile_missing_input", "reconcile_unknown_output", "explain_missing_input",
          "prune_keep_zero", "prune_keep_not_a_number", "audit_docs_before_any_run",
          "unknown_command", "missing_required_flag"]

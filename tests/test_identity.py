@@ -11,11 +11,17 @@ import json
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
+from helpers import LINE_CUSTOMER, table_of
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
-from billing_jobs import landing, reference, restate, sequence
+from billing_jobs import identity, landing, reference, restate, sequence
 from billing_jobs.config import Settings
+from billing_jobs.day import on_day
 from billing_jobs.generate import generate
+from billing_jobs.reconcile import reconcile
 from billing_jobs.reference_data import load_reference
 
 START = dt.date(2026, 3, 1)
@@ -140,15 +146,6 @@ def test_a_backfill_out_of_order_keeps_the_first_billed_start(injected, tmp_path
 
 # --- the same rules on arbitrary logs: the engine's identity step against the reference -------
 
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from helpers import LINE_CUSTOMER  # noqa: E402
-
-from billing_jobs import identity  # noqa: E402
-from billing_jobs.day import on_day  # noqa: E402
-from billing_jobs.reconcile import reconcile  # noqa: E402
-
 SIX = [START + dt.timedelta(days=k) for k in range(6)]
 
 
@@ -175,7 +172,6 @@ def _engine_days(logs: dict[dt.date, list[reference.Message]]) -> dict[dt.date, 
     """The product's identity path without a warehouse: days billed in date order (what each
     run knows: the starts billed so far, the conflicts found so far), then restated until no
     day is reached by a conflict found after it was billed."""
-    from helpers import table_of
 
     billed: dict[str, dt.date] = {}
     found: dict[tuple[str, dt.date], tuple[dt.date, int]] = {}  # (id, partition) -> (day, when)
@@ -188,14 +184,13 @@ def _engine_days(logs: dict[dt.date, list[reference.Message]]) -> dict[dt.date, 
         rows = [m for p in window for m in logs.get(p, [])]
         table = table_of(rows)
         files = [f"x/date={m.sent_at.date()}/f.jsonl" for m in rows]
-        import pyarrow as pa
-
         table = table.set_column(table.schema.get_field_index("source_file"), "source_file",
                                  pa.array(files).dictionary_encode())
         batch = landing.Batch(valid=table, quarantined=landing.QUARANTINE_SCHEMA.empty_table(),
                               rows_read=len(rows), files=[])
-        for mid, _ in published.get(day, (0, []))[1]:
-            billed.pop(mid, None) if billed.get(mid) == day else None
+        for mid, _ in published.get(day, (0, []))[1]:  # billed again: its own starts go
+            if billed.get(mid) == day:
+                del billed[mid]
         near = {}
         for (mid, p), _ in found.items():
             if abs((p - day).days) <= 4:
