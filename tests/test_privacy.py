@@ -1,6 +1,7 @@
 """No phone number outside the landing zone: not in any warehouse column, not in any staged file
 a run leaves behind (after a successful run and after a failed sharded one), not in anything a
-command prints, in any spelling. And the public demo secret never keys a production warehouse."""
+command prints or an export writes, in any spelling. And the public demo secret never keys a
+production warehouse."""
 
 from __future__ import annotations
 
@@ -119,11 +120,27 @@ def test_no_phone_number_leaves_the_landing_zone(zone, tmp_path):
                            str(tmp_path / "starts.parquet"), env=env))
     outputs.append(command("restate", "--since", str(START), env=env))
     outputs.append(command("close", "--month", "2026-03", env=env))  # refused: days missing
+    # the rest of March without traffic (and the failed first day again), so the month closes
+    # and its invoices can be traced and exported
+    for k in range(3, 32):
+        (zone / "messages" / f"date=2026-03-{k:02d}").mkdir(exist_ok=True)
+    rest = command("run", "--date", "2026-03-01", "--to", "2026-03-31", env=env)
+    assert rest.returncode == 0, rest.stderr
+    outputs.append(rest)
+    closed = command("close", "--month", "2026-03", env=env)
+    assert closed.returncode == 0 and "invoice 1:" in closed.stdout, closed.stderr
+    outputs.append(closed)
+    outputs.append(command("trace", "--invoice", "1", env=env))
+    exported = command("export", "--month", "2026-03", "--out", str(tmp_path / "export"),
+                       env=env)
+    assert exported.returncode == 0, exported.stderr
+    outputs.append(exported)
 
     assert not list((tmp_path / "staging").rglob("split"))  # the failed run removed its copy
     haystacks = {
         "warehouse": _warehouse_text(env["BILLING_WAREHOUSE_URL"]),
         "staging": _staged_text(tmp_path / "staging"),
+        "exported invoices": _staged_text(tmp_path / "export"),
         **{f"{' '.join(o.args[1:3])} output": o.stdout + o.stderr for o in outputs},
     }
     assert "privacy-test-secret" not in "".join(haystacks.values())
