@@ -8,6 +8,7 @@ exists), so a bad setting fails a run in its first second, not after the write a
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ ENVIRONMENT = {
     "expectations": "BILLING_EXPECTATIONS",
     "allow_demo_secret": "BILLING_ALLOW_DEMO_SECRET",
 }
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]*")  # BILLING_SCHEMA: a plain lower-case identifier
 NUMBERS = ("lock_wait_s", "staging_keep_days", "rows_per_shard")
 # URL schemes people type that SQLAlchemy does not know, and what they meant
 URL_HINTS = {"postgres": "postgresql+psycopg", "postgresql+psycopg2": "postgresql+psycopg",
@@ -122,7 +124,7 @@ class Settings:
     def check_warehouse(self) -> None:
         """The warehouse URL names a dialect whose driver is installed; the schema is a name."""
         check_warehouse_url(self.warehouse_url)
-        if not _is_identifier(self.schema):
+        if not SCHEMA_NAME.fullmatch(self.schema):
             raise ConfigError(f"schema name must be a lower-case identifier (BILLING_SCHEMA): "
                               f"{self.schema!r}")
 
@@ -141,12 +143,6 @@ class Settings:
         if not self.suites.is_dir():
             raise ConfigError(f"expectation suites {self.suites} do not exist "
                               f"(BILLING_EXPECTATIONS)")
-
-
-def _is_identifier(name: str) -> bool:
-    import re
-
-    return re.fullmatch(r"[a-z_][a-z0-9_]*", name) is not None
 
 
 def check_warehouse_url(text: str) -> None:

@@ -13,27 +13,24 @@ only D-2..D, must know about the copies of its message ids that other runs saw.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing_jobs.dedupe import id_hashes
-from billing_jobs.landing import Batch, quarantine_rows
+from billing_jobs.landing import CONFLICTING_DUPLICATE, Batch, partition_date_of, quarantine_rows
 from billing_jobs.tables import take_rows
 
 REACH_DAYS = 2
 REUSED_MESSAGE_ID = "reused_message_id"
-CONFLICTING_DUPLICATE = "conflicting_duplicate"
-_PARTITION = re.compile(r"date=(\d{4}-\d{2}-\d{2})[/\\][^/\\]*$")
 
 
 def partition_of(source_file: str) -> dt.date | None:
-    """The partition date of a landing file's path or URL."""
-    match = _PARTITION.search(source_file)
-    return dt.date.fromisoformat(match.group(1)) if match else None
+    """The partition date of a landing file's path or URL (as quarantine records name it)."""
+    return partition_date_of(PurePosixPath(source_file))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ PostgreSQL (production) takes a per-date advisory lock so two runs of one date n
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -17,17 +16,16 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from billing_jobs import shipped
-from billing_jobs.config import check_warehouse_url
+from billing_jobs.config import SCHEMA_NAME, check_warehouse_url
 from billing_jobs.errors import WarehouseError, one_line, redact
 
 SQL_DIR = shipped("sql")
 DDL = sorted((SQL_DIR / "ddl").glob("*.sql")) + sorted((SQL_DIR / "views").glob("*.sql"))
 DAY_TABLES = ("conversation_starts", "invoice_lines", "session_anomalies", "quarantined_messages")
-IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 def sql_file(path: Path, schema: str) -> str:
-    if not IDENTIFIER.match(schema):
+    if not SCHEMA_NAME.fullmatch(schema):
         raise WarehouseError(f"schema name must be a lower-case identifier: {schema!r}")
     return path.read_text().replace("{schema}", schema)
 
