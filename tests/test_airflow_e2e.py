@@ -213,14 +213,20 @@ def test_ui_backfill_then_late_data_restatement(airflow, tmp_path):
                         "BILLING_WAREHOUSE_URL": settings.warehouse_url})
     assert restated.returncode == 0, restated.stderr
     affected = DAYS[1:4]  # the late day and the two days that read it
-    assert [line.split(":")[0] for line in restated.stdout.splitlines()
-            if "re-billed" in line] == [str(d) for d in affected]
+    rebilled = [line for line in restated.stdout.splitlines() if "re-billed" in line]
+    assert [line.split(":")[0] for line in rebilled
+            if "a partition it read changed" in line] == [str(d) for d in affected]
+    # days billed side by side can also learn of a generated conflicting copy only after one of
+    # them was published (identity across days): those are re-billed too, and say so
+    by_conflict = [line.split(":")[0] for line in rebilled if "conflicting copy" in line]
+    assert len(rebilled) == len(affected) + len(by_conflict)
     assert restated.stdout.splitlines()[-1] == f"every day from {DAYS[0]} to {DAYS[-1]} is published"
     after_runs = runs(settings.warehouse_url)
-    assert after_runs[DAYS[0]] == first_runs[DAYS[0]]  # untouched
     for day in affected:
         assert len(after_runs[day]) == 2
-    assert tables(settings.warehouse_url, DAYS[0]) == before[DAYS[0]]
+    if str(DAYS[0]) not in by_conflict:
+        assert after_runs[DAYS[0]] == first_runs[DAYS[0]]  # untouched
+        assert tables(settings.warehouse_url, DAYS[0]) == before[DAYS[0]]
     assert tables(settings.warehouse_url, late_day) != before[late_day]  # it gained the start
     scratch = from_scratch(settings, tmp_path / "b", DAYS)
     for day in DAYS:
