@@ -150,11 +150,20 @@ def cmd_run(args: argparse.Namespace) -> None:
               + (f", amount {amount:.4f}" if amount is not None else "")
               + f", {done['rows_read']:,} rows read, {done['quarantined']:,} quarantined "
               f"(run {done['run_id']})", flush=True)
+        _print_adjustments(done)
         summary.append((day, done))
     if len(days) > 1:
         _print_summary(summary)
         if not args.dry_run:
             _print_unbilled(unbilled_days(settings, args.date, last))
+
+
+def _print_adjustments(done: dict) -> None:
+    """A re-run of a closed month's day says, per customer, the corrections it booked."""
+    from billing_jobs.invoicing import describe_adjustments
+
+    for line in describe_adjustments(done.get("adjustments") or []):
+        print(line)
 
 
 def _print_summary(summary: list[tuple[dt.date, dict]]) -> None:
@@ -188,6 +197,7 @@ def cmd_restate(args: argparse.Namespace) -> None:
         for day, result in done:
             print(f"{day}: re-billed: {result['starts_on_day']:,} starts, amount "
                   f"{result['amount']:.4f} (run {result['run_id']}; {result['why']})")
+            _print_adjustments(result)
         if not done:
             print(f"no published day since {args.since} has changed inputs")
     last = last_landed_day(settings)
@@ -241,6 +251,40 @@ def cmd_export(args: argparse.Namespace) -> None:
                          + (f" and customer {args.customer}" if args.customer else ""))
     for path in paths:
         print(path)
+
+
+def cmd_warehouse_upgrade(args: argparse.Namespace) -> None:
+    from billing_jobs import migrate, warehouse
+
+    settings = _settings(args)
+    engine = warehouse.create_engine(settings.warehouse_url)
+    try:
+        with warehouse.connect(engine, settings.lock_wait_s) as conn:
+            before, after = migrate.upgrade(conn, settings.schema, settings.lock_wait_s)
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"warehouse schema {settings.schema} is at revision {after}: nothing to do")
+    else:
+        print(f"warehouse schema {settings.schema} upgraded from "
+              f"{'an empty warehouse' if before is None else 'revision ' + before} to {after}")
+
+
+def cmd_warehouse_grant_finance(args: argparse.Namespace) -> None:
+    from billing_jobs import migrate, warehouse
+
+    settings = _settings(args)
+    engine = warehouse.create_engine(settings.warehouse_url)
+    try:
+        with warehouse.connect(engine, settings.lock_wait_s) as conn:
+            migrate.ensure_current(conn, settings.schema, settings.lock_wait_s)
+            with warehouse.write_transaction(conn, settings.lock_wait_s,
+                                             f"granting {args.role} read access"):
+                warehouse.grant_finance(conn, settings.schema, args.role)
+    finally:
+        engine.dispose()
+    print(f"{args.role}: may read schema {settings.schema} (SELECT only, tables made later too); "
+          f"grant it to people with: grant {args.role} to <user>;")
 
 
 def cmd_prune_staging(args: argparse.Namespace) -> None:
@@ -355,6 +399,20 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="directory to write the invoice files into")
     x.add_argument("--warehouse", help=WAREHOUSE_HELP)
     x.set_defaults(func=cmd_export)
+
+    w = sub.add_parser("warehouse", help="the warehouse's schema and roles")
+    wsub = w.add_subparsers(dest="action", required=True, metavar="ACTION",
+                            parser_class=OneLineParser)
+    wu = wsub.add_parser("upgrade", help="apply the schema migrations the warehouse lacks "
+                                         "(runs do it too when the warehouse is behind)")
+    wu.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    wu.set_defaults(func=cmd_warehouse_upgrade)
+    wg = wsub.add_parser("grant-finance", help="PostgreSQL: let ROLE read the billing schema, "
+                                               "nothing else")
+    wg.add_argument("--role", required=True, help="role to create or update, e.g. "
+                                                  "billing_finance")
+    wg.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    wg.set_defaults(func=cmd_warehouse_grant_finance)
 
     g = sub.add_parser("prune-staging", help="remove staged runs older than --keep-days")
     g.add_argument("--keep-days", help="default: BILLING_STAGING_KEEP_DAYS, else 14")

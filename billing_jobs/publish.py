@@ -14,7 +14,7 @@ from decimal import Decimal
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from billing_jobs import invoicing, warehouse
+from billing_jobs import invoicing, migrate, warehouse
 from billing_jobs.config import Settings
 from billing_jobs.contract import RULES_VERSION
 from billing_jobs.errors import MAX_REASON, BillingError, RunError, redact
@@ -43,24 +43,38 @@ def publish(settings: Settings, folder: RunFolder) -> dict:
     tables = {name: pq.read_table(folder.table(name))
               for name in warehouse.DAY_TABLES if name != "conversation_starts"}
     tables["conversation_starts"] = starts_path
+    tables["quarantined_messages"] = _with_partition_dates(tables["quarantined_messages"])
+    schema = settings.schema
     engine = warehouse.create_engine(settings.warehouse_url)
     try:
         with warehouse.connect(engine, settings.lock_wait_s) as conn:
-            with conn.begin():
-                warehouse.ensure_schema(conn, settings.schema)
-            with conn.begin():
-                warehouse.lock_billing_date(conn, day, settings.lock_wait_s)
-                warehouse.store_reference(conn, settings.schema, reference)
-                invoicing.book_adjustments(conn, settings.schema, day,
-                                           lambda: pq.read_table(starts_path), run.run_id,
-                                           f"{day} published again (run {run.run_id}, inputs "
-                                           f"{run.input_fingerprint[:12]})")
-                warehouse.replace_day(conn, settings.schema, day, tables)
-                _record_conflicts(conn, settings.schema, run, tables["quarantined_messages"])
-                warehouse.record_run(conn, settings.schema, run_row(run, "published", amount))
+            migrate.ensure_current(conn, schema, settings.lock_wait_s)
+            with warehouse.write_transaction(conn, settings.lock_wait_s,
+                                             f"billing date {day}: publish"):
+                # shared with the other days of the month, exclusive against its close: a close
+                # waits for this publish, or this publish sees the month closed and books the
+                # difference as adjustments, in this same transaction
+                warehouse.hold(conn, schema, warehouse.month_lock(day), shared=True)
+                warehouse.hold(conn, schema, warehouse.billing_date_lock(day))
+                warehouse.store_reference(conn, schema, reference)
+                adjustments = invoicing.book_adjustments(
+                    conn, schema, day, lambda: pq.read_table(starts_path), run.run_id,
+                    f"{day} published again by run {run.run_id} "
+                    f"(inputs {run.input_fingerprint[:12]})")
+                warehouse.replace_day(conn, schema, day, tables)
+                _record_conflicts(conn, schema, run, tables["quarantined_messages"])
+                warehouse.record_run(conn, schema, run_row(run, "published", amount))
     finally:
         engine.dispose()
-    return {**run.counts, "amount": amount, "run_id": run.run_id}
+    return {**run.counts, "amount": amount, "run_id": run.run_id, "adjustments": adjustments}
+
+
+def _with_partition_dates(quarantined):
+    """Each bad row's own partition date, so finance counts it once (view quarantined_rows)."""
+    import pyarrow as pa
+
+    dates = [partition_of(str(f)) for f in quarantined.column("source_file").to_pylist()]
+    return quarantined.append_column("partition_date", pa.array(dates, pa.date32()))
 
 
 def _record_conflicts(conn, schema: str, run: StagedRun, quarantined) -> None:
@@ -106,10 +120,11 @@ def record_failure(settings: Settings, day: dt.date, run_id: str, step: str, rea
     try:
         engine = warehouse.create_engine(settings.warehouse_url)
         try:
-            with warehouse.connect(engine, min(settings.lock_wait_s, 30)) as conn:
-                with conn.begin():
-                    warehouse.ensure_schema(conn, settings.schema)
-                with conn.begin():
+            wait_s = min(settings.lock_wait_s, 30)
+            with warehouse.connect(engine, wait_s) as conn:
+                migrate.ensure_current(conn, settings.schema, wait_s)
+                with warehouse.write_transaction(conn, wait_s, f"billing date {day}: "
+                                                 f"recording the failure"):
                     warehouse.record_run(conn, settings.schema,
                                          run_row(run, "failed", step=step, error=reason))
         finally:

@@ -1,14 +1,19 @@
-"""The warehouse (data-contracts.md §3) behind any SQLAlchemy URL: DDL from `sql/`, bulk loading
-from Arrow, and the publish transaction that replaces a billing date's rows atomically.
+"""The warehouse (data-contracts.md §3) behind any SQLAlchemy URL: the job's statements
+(`billing_jobs/statements/`), bulk loading from Arrow, and the publish transaction that replaces a
+billing date's rows atomically. The schema itself is made by migrations (migrate.py), never here.
 
 DuckDB (the embedded default) allows one writing process per file: connections are short-lived
-and a locked file makes us wait and retry for a bounded time, then fail with a clear message.
-PostgreSQL (production) takes a per-date advisory lock so two runs of one date never interleave.
+and a locked file makes us wait and retry for a bounded time, then fail naming the process.
+PostgreSQL (production): every write transaction bounds its lock waits (`lock_timeout`) and
+serialises on rows of `job_locks`, which a role with only SELECT cannot lock; a lock wait that
+runs out fails with one line naming the sessions that held it.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,26 +24,31 @@ from billing_jobs import shipped
 from billing_jobs.config import SCHEMA_NAME, check_warehouse_url
 from billing_jobs.errors import WarehouseError, one_line, redact
 
-SQL_DIR = shipped("sql")
-DDL = sorted((SQL_DIR / "ddl").glob("*.sql")) + sorted((SQL_DIR / "views").glob("*.sql"))
+SQL_DIR = shipped("sql")  # finance's SQL: views, queries, the read-only role
+STATEMENTS = Path(__file__).resolve().parent / "statements"  # the job's own, with bind parameters
+DEFAULT_SCHEMA = "billing"
 DAY_TABLES = ("conversation_starts", "invoice_lines", "session_anomalies", "quarantined_messages")
+_QUALIFIER = re.compile(r"(?<![\w.])billing\.(?=[a-z_])")
 
 
 def sql_file(path: Path, schema: str) -> str:
+    """A SQL file's text for `schema`. The files name `billing.` as it is, so they run unchanged
+    in psql and the DuckDB CLI on the default schema; another schema replaces that qualifier."""
     if not SCHEMA_NAME.fullmatch(schema):
         raise WarehouseError(f"schema name must be a lower-case identifier: {schema!r}")
-    return path.read_text().replace("{schema}", schema)
+    text = path.read_text()
+    return text if schema == DEFAULT_SCHEMA else _QUALIFIER.sub(f"{schema}.", text)
 
 
 def query(conn: sa.Connection, name: str, schema: str, **params) -> list[dict]:
-    """Rows of `sql/jobs/NAME.sql` as dicts: the job's own queries live as files, like finance's."""
-    sql = sql_file(SQL_DIR / "jobs" / f"{name}.sql", schema)
+    """Rows of `statements/NAME.sql` as dicts: the job's own queries live as files too."""
+    sql = sql_file(STATEMENTS / f"{name}.sql", schema)
     return [dict(r._mapping) for r in conn.execute(sa.text(sql), params).all()]
 
 
 def execute(conn: sa.Connection, name: str, schema: str, **params) -> None:
-    """Run the statement of `sql/jobs/NAME.sql` with `params`."""
-    conn.execute(sa.text(sql_file(SQL_DIR / "jobs" / f"{name}.sql", schema)), params)
+    """Run the statement of `statements/NAME.sql` with `params`."""
+    conn.execute(sa.text(sql_file(STATEMENTS / f"{name}.sql", schema)), params)
 
 
 def create_engine(url: str, read_only: bool = False) -> sa.Engine:
@@ -50,6 +60,9 @@ def create_engine(url: str, read_only: bool = False) -> sa.Engine:
     try:
         if read_only and url.startswith("duckdb:"):
             return sa.create_engine(url, poolclass=NullPool, connect_args={"read_only": True})
+        if url.startswith("postgresql"):  # names our sessions in pg_stat_activity
+            return sa.create_engine(url, poolclass=NullPool,
+                                    connect_args={"application_name": APPLICATION})
         return sa.create_engine(url, poolclass=NullPool)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError):
         check_warehouse_url(url)  # says what is wrong with it
@@ -126,6 +139,9 @@ def check_reachable(url: str, wait_s: float) -> None:
         engine.dispose()
 
 
+APPLICATION = "billing-jobs"
+
+
 def _locked(exc: Exception) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "database is locked" in text or "Conflicting lock" in text
@@ -140,10 +156,13 @@ def connect(engine: sa.Engine, wait_s: float = 60.0) -> sa.Connection:
         except sa.exc.DBAPIError as exc:
             if not _locked(exc) or time.monotonic() > deadline:
                 if _locked(exc):
+                    pid = re.search(r"\(PID (\d+)\)", str(exc))
+                    holder = f"process {pid.group(1)}" if pid else "another process"
                     raise WarehouseError(
                         f"warehouse {engine.url.render_as_string(hide_password=True)} is locked by "
-                        f"another process (a running job or an open analyst session); gave up "
-                        f"after {wait_s:.0f} s", transient=True
+                        f"{holder} (a running job or an open DuckDB session; DuckDB lets one "
+                        f"process write a file at a time); gave up after {wait_s:.0f} s",
+                        transient=True
                     ) from None
                 raise WarehouseError(f"cannot connect to the warehouse "
                                      f"{engine.url.render_as_string(hide_password=True)}: "
@@ -152,36 +171,79 @@ def connect(engine: sa.Engine, wait_s: float = 60.0) -> sa.Connection:
             pause = min(pause * 2, 5.0)
 
 
-def ensure_schema(conn: sa.Connection, schema: str) -> None:
-    for path in DDL:
-        conn.execute(sa.text(sql_file(path, schema)))
+@contextmanager
+def write_transaction(conn: sa.Connection, wait_s: float, doing: str):
+    """A transaction whose every lock wait is bounded by `wait_s` (PostgreSQL's lock_timeout);
+    one that runs out ends it with one line naming `doing` and the sessions holding locks."""
+    try:
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text(f"set local lock_timeout = '{max(int(wait_s * 1000), 1)}ms'"))
+            yield conn
+    except sa.exc.OperationalError as exc:
+        if "lock timeout" not in str(exc):
+            raise
+        raise WarehouseError(f"{doing}: gave up after {wait_s:.0f} s waiting for a lock held by "
+                             f"{lock_holders(conn.engine)}", transient=True) from None
 
 
-def lock_key(conn: sa.Connection, key: str, wait_s: float, busy: str | None = None) -> None:
-    """PostgreSQL: hold an advisory lock on `key` until the transaction ends, waiting at most
-    `wait_s`. (DuckDB has a single writer per file already.)"""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text(f"set local lock_timeout = '{int(wait_s * 1000)}ms'"))
-        try:
-            conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
-        except sa.exc.OperationalError as exc:
-            if "lock timeout" not in str(exc):
-                raise
-            raise WarehouseError(f"{busy or key + ' is held by another run'}; gave up after "
-                                 f"{wait_s:.0f} s", transient=True) from None
-        conn.execute(sa.text("set local lock_timeout = 0"))
-
-
-def lock_billing_date(conn: sa.Connection, day, wait_s: float) -> None:
-    lock_key(conn, f"billing_date:{day.isoformat()}", wait_s,
-             busy=f"billing date {day} is being published by another run")
-
-
-def apply_finance_role(conn: sa.Connection, schema: str) -> None:
-    """PostgreSQL only: the read-only `billing_finance` role (sql/roles/billing_finance.sql)."""
+def hold(conn: sa.Connection, schema: str, name: str, *, shared: bool = False) -> None:
+    """Lock the `job_locks` row `name` until the transaction ends (shared: others may share it,
+    only an exclusive holder waits). Row locks need UPDATE on the table, which finance's read-only
+    role does not have. DuckDB needs none: one process writes a file at a time."""
     if conn.dialect.name != "postgresql":
-        raise WarehouseError("the billing_finance role is for PostgreSQL warehouses")
-    conn.execute(sa.text(sql_file(SQL_DIR / "roles" / "billing_finance.sql", schema)))
+        return
+    conn.execute(sa.text(f"insert into {schema}.job_locks (name) values (:n)"
+                         f" on conflict do nothing"), {"n": name})
+    mode = "share" if shared else "update"
+    conn.execute(sa.text(f"select name from {schema}.job_locks where name = :n for {mode}"),
+                 {"n": name}).all()
+
+
+def lock_holders(engine: sa.Engine) -> str:
+    """Who holds locks a run may wait for, asked on a fresh connection: other billing-jobs
+    sessions inside a transaction, and sessions holding locks on the warehouse's tables."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("""
+                select distinct a.pid, a.usename, a.application_name, a.state, a.xact_start
+                from pg_stat_activity as a
+                left join pg_locks as l on l.pid = a.pid and l.granted and l.locktype = 'relation'
+                left join pg_class as c on c.oid = l.relation
+                where a.datname = current_database() and a.pid <> pg_backend_pid()
+                    and a.xact_start is not null
+                    and (a.application_name = :app or c.relnamespace is not null
+                         and c.relnamespace not in (select oid from pg_namespace
+                                                    where nspname like 'pg\\_%'
+                                                    or nspname = 'information_schema'))
+                order by a.xact_start limit 3"""), {"app": APPLICATION}).all()
+    except sa.exc.SQLAlchemyError:
+        return "another session (could not ask the warehouse which)"
+    if not rows:
+        return "another session (gone by now)"
+    return "; ".join(
+        f"pid {r.pid} (user {r.usename}, {r.application_name or 'no application name'}, "
+        f"{r.state} since {r.xact_start:%Y-%m-%d %H:%M:%S %Z})" for r in rows)
+
+
+def billing_date_lock(day) -> str:
+    return f"billing_date:{day.isoformat()}"
+
+
+def month_lock(month) -> str:
+    return f"month:{month:%Y-%m}"
+
+
+def grant_finance(conn: sa.Connection, schema: str, role: str) -> None:
+    """PostgreSQL only: `role` (created if missing) may read the billing schema and nothing else
+    (sql/roles/billing_finance.sql, which psql runs as it is for the default role)."""
+    if conn.dialect.name != "postgresql":
+        raise WarehouseError("roles are a PostgreSQL feature: a DuckDB file is read by whoever "
+                             "can read the file")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+        raise WarehouseError(f"role name must be a lower-case identifier: {role!r}")
+    text = sql_file(SQL_DIR / "roles" / "billing_finance.sql", schema)
+    conn.execute(sa.text(re.sub(r"\bbilling_finance\b", role, text)))
 
 
 def insert_arrow(conn: sa.Connection, schema: str, table: str, data: pa.Table) -> None:

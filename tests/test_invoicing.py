@@ -9,11 +9,12 @@ import datetime as dt
 import json
 import shutil
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs import invoicing, sequence
+from billing_jobs import invoicing, iso, sequence
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
 from billing_jobs.reference_data import load_reference
@@ -22,10 +23,30 @@ FEB = [dt.date(2026, 2, 1) + dt.timedelta(days=k) for k in range(28)]
 MAR = [dt.date(2026, 3, 1) + dt.timedelta(days=k) for k in range(31)]
 
 
+# invoices in currencies with 2, 0 and 3 minor digits: India's lines bill in yen,
+# Indonesia's in Kuwaiti dinar, at prices with more decimals than the currency has
+CURRENCIES = {"IN": ("JPY", Decimal(137)), "ID": ("KWD", Decimal("0.307"))}
+
+
+def several_currencies(reference: Path) -> None:
+    path = reference / "rate_card.csv"
+    rates = list(csv.DictReader(open(path)))
+    for rate in rates:
+        if rate["country"] in CURRENCIES:
+            currency, factor = CURRENCIES[rate["country"]]
+            rate["currency"] = currency
+            rate["unit_price"] = str(Decimal(rate["unit_price"]) * factor)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rates[0]))
+        writer.writeheader()
+        writer.writerows(rates)
+
+
 @pytest.fixture(scope="module")
 def landing_zone(tmp_path_factory):
     root = tmp_path_factory.mktemp("landing")
     generate(root, FEB[0], days=30, messages_per_day=150, seed=3)
+    several_currencies(root / "reference")
     for day in MAR[2:]:  # quiet days: their partitions exist and are empty
         folder = root / "messages" / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -65,8 +86,8 @@ def check_invoice_sums_and_lineage(settings: Settings, month: dt.date) -> list[d
         adjustments = sum((Decimal(i["amount"]) for i in items if i["kind"] == "adjustment"),
                           Decimal(0))
         assert Decimal(inv["exact_total"]) == lines + adjustments  # exactly
-        assert Decimal(inv["total"]) == (lines + adjustments).quantize(Decimal("0.01"),
-                                                                        ROUND_HALF_UP)
+        digits = Decimal(1).scaleb(-iso.MINOR_UNITS[inv["currency"]])
+        assert Decimal(inv["total"]) == (lines + adjustments).quantize(digits, ROUND_HALF_UP)
         traced = invoicing.trace(settings, inv["invoice_number"])
         for item in items:
             behind = [t for t in traced if t["item_no"] == item["item_no"]]
@@ -123,6 +144,12 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
     assert Decimal(adjustment["amount"]) == price  # one more start: a positive adjustment
     assert str(adjustment["billing_date"]) == str(late_day)
     assert adjustment["run_id"] == done["run_id"] and "published again" in adjustment["reason"]
+    shown = format(price.normalize(), "f")
+    assert adjustment["reason"].endswith(f"1 start(s) added at unit price {shown}")
+    assert [(a["customer_id"], a["quantity"], a["reason"]) for a in done["adjustments"]] == [
+        (customer, 1, adjustment["reason"])]  # what `billing-jobs run` prints per customer
+    assert invoicing.describe_adjustments(done["adjustments"])[0].startswith(
+        f"  adjustments for {customer}: 1 booked on 2026-03, +{shown}")
     assert str(adjustment["booked_month"]) == "2026-03-01" and adjustment["invoice_number"] is None
 
     # a late status update says the 12 February template failed: it never reached the contact,
@@ -138,6 +165,7 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
                     dt.datetime(2026, 2, 12, 9, tzinfo=dt.timezone.utc))][0].unit_price
     assert (taken_back["conversation_type"], taken_back["quantity"]) == ("business_initiated", -1)
     assert Decimal(taken_back["amount"]) == -business
+    assert "1 start(s) removed" in taken_back["reason"]
 
     # March: quiet days and all; its close carries the adjustment
     with pytest.raises(invoicing.CloseRefused, match="31 day"):
@@ -159,15 +187,48 @@ def test_close_adjust_trace_and_export(settings, tmp_path):
               for t in invoicing.trace(settings, i["invoice_number"], i["item_no"])]
     assert traced == [("late-feb-10", 1), ("attempt-feb-12", -1)]
 
-    # exports: one CSV per invoice, whose lines and adjustments add up to the exact total
+    # what finance reads agrees with itself: published = invoiced + adjusted, per closed month
+    differences = rows(settings, "select * from billing.closed_month_differences")
+    assert {str(d["month"]) for d in differences} == {"2026-02-01", "2026-03-01"}
+    assert all(d["unexplained_quantity"] == 0 and Decimal(d["unexplained_amount"]) == 0
+               for d in differences)
+    feb_adjusted = [d for d in differences if str(d["month"]) == "2026-02-01"
+                    and d["adjusted_quantity"]]
+    assert sorted(d["adjusted_quantity"] for d in feb_adjusted) == [-1, 1]
+    assert rows(settings, "select * from billing.published_not_invoiced") == []
+    issued_items = rows(settings, "select * from billing.issued_invoice_items")
+    assert len(issued_items) == len(rows(settings, "select * from billing.invoice_items"))
+    assert all(i["customer_name"] == ref.customers[i["customer_id"]] for i in issued_items)
+
+    # exports: one CSV per invoice; every row carries the header; the rounded items and the
+    # rounding item add up exactly to the stated total, written with the currency's digits
     paths = invoicing.export_month(settings, MAR[0], tmp_path / "export")
     assert len(paths) == len(march)
-    for path in paths:
+    every_invoice = paths + invoicing.export_month(settings, FEB[0], tmp_path / "export-feb")
+    currencies = set()
+    for path in every_invoice:
         records = list(csv.DictReader(open(path)))
-        assert records[0]["record"] == "H" and records[-1]["record"] == "T"
+        assert [r["record"] for r in records[-2:]] == ["R", "T"]
+        head = {k: records[0][k] for k in ("invoice_number", "customer_id", "customer_name",
+                                           "issue_date", "period_start", "period_end",
+                                           "currency")}
+        assert all({k: r[k] for k in head} == head for r in records)
+        assert head["customer_name"] == ref.customers[head["customer_id"]]
+        assert head["period_start"] in ("2026-02-01", "2026-03-01")
+        assert head["period_end"] in ("2026-02-28", "2026-03-31")
+        unit = iso.MINOR_UNITS[head["currency"]]
+        currencies.add(unit)
+        for r in records:
+            whole, _, decimals = r["amount"].partition(".")
+            assert len(decimals) == unit, r["amount"]
         items = [r for r in records if r["record"] in ("L", "A")]
-        exact = sum((Decimal(r["amount"]) for r in items), Decimal(0))
-        assert Decimal(records[-1]["amount"]) == exact.quantize(Decimal("0.01"), ROUND_HALF_UP)
+        exact = sum((Decimal(r["exact_amount"]) for r in items), Decimal(0))
+        stated = Decimal(records[-1]["amount"])
+        assert stated == exact.quantize(Decimal(1).scaleb(-unit), ROUND_HALF_UP)
+        assert sum(Decimal(r["amount"]) for r in records[:-1]) == stated  # exactly
+        assert all(Decimal(r["amount"]) == Decimal(r["exact_amount"]).quantize(
+            Decimal(1).scaleb(-unit), ROUND_HALF_UP) for r in items)
+    assert currencies == {0, 2, 3}
     adjusted = [p for p in paths if f"-{customer}.csv" in p.name]
     assert any(r["record"] == "A" for r in csv.DictReader(open(adjusted[0])))
 
@@ -180,7 +241,7 @@ def test_finance_role_reads_and_cannot_write(pg_url, pg_admin, tmp_path, landing
     sequence.run_day(settings, FEB[0])
     engine = sa.create_engine(pg_url)
     with engine.begin() as conn:
-        warehouse.apply_finance_role(conn, "billing")
+        warehouse.grant_finance(conn, "billing", "billing_finance")
     analyst = f"analyst_{tmp_path.name[-8:].lower().replace('-', '_')}"
     with pg_admin.connect() as conn:
         conn.execute(sa.text(f"drop role if exists {analyst}"))

@@ -25,11 +25,16 @@ def test_a_day_bills_from_the_wheel_alone(tmp_path):
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = (tmp_path / "dist").glob("billing_jobs-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for folder in ("sql/ddl", "sql/views", "sql/queries", "sql/roles"):
+    for folder in ("sql/views", "sql/queries", "sql/roles"):
         expected = {f"billing_jobs/{folder}/{p.name}" for p in (ROOT / folder).glob("*.sql")}
         assert expected and expected <= names, folder
     assert {f"billing_jobs/expectations/{p.name}" for p in (ROOT / "expectations").glob("*.json")
             } <= names
+    package = ROOT / "billing_jobs"
+    for folder in ("statements", "migrations", "migrations/versions"):
+        expected = {f"billing_jobs/{folder}/{p.name}"
+                    for p in (package / folder).glob("*") if p.suffix in (".sql", ".py")}
+        assert expected and expected <= names, folder
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

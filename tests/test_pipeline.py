@@ -280,7 +280,8 @@ def test_a_locked_duckdb_file_makes_the_run_wait_then_fail_clearly(tmp_path, lan
                                 staging=str(tmp_path / "staging"), lock_wait_s="1")
     holder = _hold_duckdb_file(str(path), 60)
     try:
-        with pytest.raises(WarehouseError, match="is locked by another process.*gave up after 1 s"):
+        with pytest.raises(WarehouseError, match=rf"is locked by process {holder.pid} \(a running "
+                                                 rf"job or an open DuckDB session.*gave up after 1 s"):
             sequence.run_day(settings, DAYS[0])
     finally:
         holder.kill()

@@ -1,30 +1,22 @@
--- What each customer owes per month and currency. Amounts stay exact in the tables; the total is
--- rounded half-up to the currency's minor unit (2 decimals for USD) only here, where it is shown.
+-- What each customer owes per month and currency: the issued invoice's total once the month is
+-- closed, else what is published so far; amounts stay exact, totals are rounded half-up to the
+-- currency's minor unit exactly as invoices are (view billing.customer_month_totals).
 with
 
-monthly as (
-    select * from {schema}.monthly_invoice_lines
-),
-
 totals as (
-    select
-        month,
-        customer_id,
-        currency,
-        sum(quantity) as conversations,
-        sum(amount) as exact_amount
-    from monthly
-    group by month, customer_id, currency
+    select * from billing.customer_month_totals
 ),
 
 final as (
     select
         month,
         customer_id,
+        customer_name,
         currency,
-        conversations,
+        status,
+        invoice_number,
         exact_amount,
-        round(exact_amount, 2) as invoice_total
+        total
     from totals
 )
 

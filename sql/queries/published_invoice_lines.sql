@@ -2,7 +2,7 @@
 with
 
 invoice_lines as (
-    select * from {schema}.invoice_lines
+    select * from billing.invoice_lines
 ),
 
 final as (

@@ -1,18 +1,19 @@
--- For operations: why rows were set aside, per billing date.
+-- For operations: why rows were set aside, per landing partition date, each bad row counted once
+-- (the runs of D, D+1 and D+2 all read partition D: view billing.quarantined_rows).
 with
 
 quarantined as (
-    select * from {schema}.quarantined_messages
+    select * from billing.quarantined_rows
 ),
 
 final as (
     select
-        billing_date,
+        partition_date,
         reason,
         count(*) as rows_quarantined
     from quarantined
-    group by billing_date, reason
+    group by partition_date, reason
 )
 
 select * from final
-order by billing_date, reason
+order by partition_date, reason

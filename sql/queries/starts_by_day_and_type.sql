@@ -2,7 +2,7 @@
 with
 
 starts as (
-    select * from {schema}.conversation_starts
+    select * from billing.conversation_starts
 ),
 
 final as (

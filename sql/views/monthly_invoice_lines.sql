@@ -1,9 +1,9 @@
-create or replace view {schema}.monthly_invoice_lines as
+create or replace view billing.monthly_invoice_lines as
 
 with
 
 invoice_lines as (
-    select * from {schema}.invoice_lines
+    select * from billing.invoice_lines
 ),
 
 final as (

@@ -1,3 +1,0 @@
-update {schema}.adjustments
-set invoice_number = :invoice_number
-where adjustment_id = :adjustment_id

@@ -1,4 +1,0 @@
--- whether :month is closed (its invoices issued)
-select month
-from {schema}.closed_months
-where month = :month
