@@ -105,12 +105,56 @@ def cmd_reconcile(args: argparse.Namespace) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
-    from billing_jobs import landing
+    from billing_jobs import explain, landing, window
     from billing_jobs.config import Settings
-    from billing_jobs.explain import explain_stream
+    from billing_jobs.reference_data import load_reference
 
-    batch = landing.read_files(landing.message_files(args.messages))
-    print(explain_stream(batch, args.line, args.contact, Settings.resolve().contact_key_secret))
+    if bool(args.messages) == bool(args.date):
+        raise UsageError("give either --date (read the landing zone, D-2..D) or --messages FILES")
+    settings = Settings.resolve(source=args.source, reference=args.reference,
+                                warehouse_url=args.warehouse)
+    warnings = []
+    if args.date:
+        last = args.to or args.date
+        if last < args.date:
+            raise UsageError(f"--to {last} is before --date {args.date}")
+        settings.check_source()
+        missing = explain.missing_history(settings.source, args.date)
+        if missing:
+            warnings.append(f"no partition for {', '.join(map(str, missing))}: a conversation "
+                            f"opened then is not seen, so charges near the start may be wrong")
+        root = landing.location(settings.source)
+        days = [window.partitions_read(args.date)[0] + dt.timedelta(days=k)
+                for k in range((last - args.date).days + 3)]
+        files = [f for d in days for f in landing.partition_files(root, d)]
+        where = f"{args.date}" + (f" to {last}" if last != args.date else "")
+    else:
+        files = landing.message_files(args.messages)
+        warnings.append("only the files given are read: a conversation opened in an earlier "
+                        "file is not seen (use --date to read the two days before)")
+        where = "the files given"
+    try:
+        ref = load_reference(settings.reference)
+    except BillingError:
+        ref = None
+        warnings.append(f"no reference data at {settings.reference}: prices are not shown")
+    batch = landing.read_files(files)
+    canonical, rows, summary = explain.timeline(batch, args.line, args.contact, ref)
+    key = explain.stream_key(canonical, settings.contact_key_secret)
+    if not rows and not summary["quarantined"]:
+        raise UsageError(f"no messages for line {args.line} and contact key {key} in {where}")
+    if args.warehouse or os.environ.get("BILLING_WAREHOUSE_URL"):
+        settings.check_warehouse()
+        billed = explain.invoices_of(settings.warehouse_url, settings.schema,
+                                     settings.lock_wait_s,
+                                     [r["message_id"] for r in rows if r["billing_date"]])
+        canonical, rows, summary = explain.timeline(batch, args.line, args.contact, ref, billed)
+    if args.format == "csv":
+        print(explain.render_csv(rows))
+    elif args.format == "json":
+        print(explain.render_json(args.line, key, rows, summary, warnings))
+    else:
+        print(explain.render_text(args.line, key, rows, summary, warnings))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -425,9 +469,19 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="one stream's timeline with the decision for each message")
     e.add_argument("--line", required=True, help="line_id")
-    e.add_argument("--contact", required=True, help="contact_id, as in the message log")
-    e.add_argument("--messages", required=True, nargs="+", metavar="PATH",
-                   help="message files or directories (parquet, csv, jsonl)")
+    e.add_argument("--contact", required=True,
+                   help="the contact's number in any spelling (+49 151..., 0049..., 49151...)")
+    e.add_argument("--date", type=_date, help="read the landing zone for this billing date, "
+                                              "with its two days of history")
+    e.add_argument("--to", type=_date, help="last date of an inclusive range (with --date)")
+    e.add_argument("--messages", nargs="+", metavar="PATH",
+                   help="instead of --date: message files or directories (parquet, csv, jsonl)")
+    e.add_argument("--source", help=SOURCE_HELP)
+    e.add_argument("--reference", help=REFERENCE_HELP)
+    e.add_argument("--warehouse", help="with a warehouse, each charge names its invoice "
+                                       "(default $BILLING_WAREHOUSE_URL when set)")
+    e.add_argument("--format", choices=["text", "csv", "json"], default="text",
+                   help="text fits 120 columns; csv and json carry every field in full")
     e.set_defaults(func=cmd_explain)
     return p
 

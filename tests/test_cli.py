@@ -3,7 +3,11 @@ codes, and one-line errors."""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import hashlib
+import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -78,10 +82,56 @@ def test_explain_prints_the_decision_and_reason_for_each_message(tmp_path):
     out = cli("explain", "--line", "L1", "--contact", "+1", "--messages", tmp_path).stdout
     lines = out.splitlines()
     assert "3 messages, 2 conversation starts" in lines[0]
-    m1, m2, m3 = (next(x for x in lines if f" {m} " in x) for m in ("m1", "m2", "m3"))
-    assert "business_initiated" in m1
+    assert "warning: only the files given are read" in lines[1]
+    assert max(len(x) for x in lines) <= 120
+
+    def entry(mid: str) -> str:  # a message's row and its wrapped "why" lines
+        at = next(i for i, x in enumerate(lines) if f" {mid} " in x)
+        end = next((i for i in range(at + 1, len(lines)) if not lines[i].startswith("    ")),
+                   len(lines))
+        return " ".join(x.strip() for x in lines[at:end])
+
+    m1, m2, m3 = entry("m1"), entry("m2"), entry("m3")
+    assert "business_initiated 2026-03-01" in " ".join(m1.split())
     assert "answers attempt m1 at 2026-03-01 09:40:00" in m2
     assert "user_initiated" in m3 and "exactly 24 h after inbound m2" in m3
+
+
+def test_explain_for_support_reads_history_takes_any_spelling_and_says_when_nothing(tmp_path):
+    """Given the landing zone and a date, explain reads D-2..D itself and warns when that history
+    is missing; a number in any spelling finds the stream; no stream is an error; csv and json
+    carry every field."""
+    from billing_jobs.generate import generate
+
+    generate(tmp_path / "zone", dt.date(2026, 3, 1), days=3, messages_per_day=300, seed=5)
+    first = pq.read_table(next((tmp_path / "zone" / "messages" / "date=2026-03-03").glob(
+        "*.parquet"))).to_pylist()[0]
+    contact, line = first["contact_id"].lstrip("+"), first["line_id"]
+    spaced = f"+{contact[:2]} {contact[2:5]}-{contact[5:]}"
+    zone = str(tmp_path / "zone")
+    text = cli("explain", "--line", line, "--contact", spaced, "--date", "2026-03-03",
+               "--source", zone).stdout
+    assert "warning" not in text and max(len(x) for x in text.splitlines()) <= 120
+    assert contact not in text  # the stream is named by its key, never by the number
+    rows = list(csv.DictReader(io.StringIO(cli(
+        "explain", "--line", line, "--contact", f"00{contact}", "--date", "2026-03-03",
+        "--source", zone, "--format", "csv").stdout)))
+    assert first["message_id"] in {r["message_id"] for r in rows}
+    charged = [r for r in rows if r["billing_date"]]
+    assert charged and all(r["unit_price"] and r["currency"] == "USD" for r in charged)
+    assert all(r["billing_date"] == r["sent_at"][:10] for r in charged)
+    day_one = pq.read_table(next((tmp_path / "zone" / "messages" / "date=2026-03-01").glob(
+        "*.parquet"))).to_pylist()[0]
+    early = json.loads(cli("explain", "--line", day_one["line_id"], "--contact",
+                           day_one["contact_id"], "--date", "2026-03-01", "--source", zone,
+                           "--format", "json").stdout)
+    assert early["warnings"][0].startswith("no partition for 2026-02-27, 2026-02-28")
+    none = cli("explain", "--line", line, "--contact", "+1 555 0100", "--date", "2026-03-03",
+               "--source", zone, check=False)
+    assert none.returncode == 1 and none.stdout == ""
+    assert none.stderr.startswith("billing-jobs explain: error: no messages for line "
+                                  f"{line} and contact key ")
+    assert none.stderr.count("\n") == 1 and "5550100" not in none.stderr
 
 
 def test_bad_input_gives_one_line_and_a_nonzero_exit(tmp_path):

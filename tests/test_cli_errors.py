@@ -200,9 +200,8 @@ def test_the_summary_module_says_what_it_needs(tmp_path):
 
 def test_explain_into_a_closed_pipe_ends_quietly(generated):
     """`billing-jobs explain … | head -1`: the reader stopped early; no traceback."""
-    line = "L0011"
-    contact = next(iter(pq.read_table(next((generated / "messages").rglob("*.parquet")),
-                                      columns=["contact_id"]).column(0).to_pylist()))
+    first = pq.read_table(next((generated / "messages").rglob("*.parquet"))).to_pylist()[0]
+    line, contact = first["line_id"], first["contact_id"]
     shell = (f"{BIN / 'billing-jobs'} explain --line {line} --contact '{contact}' --messages "
              f"{generated / 'messages'} | head -c 10")
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True,

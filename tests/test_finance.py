@@ -233,7 +233,19 @@ def test_a_month_closed_while_its_days_publish_loses_nothing(zone, tmp_path, war
     assert rows(warehouse_url, "select count(*) as n from billing.conversation_starts"
                                " where message_id like 'late-%'")[0]["n"] == 5
 
-    # and the other order: a close holds the month; a publish waits, then books adjustments
+    # support explains a disputed charge: price, billing date and the invoice it is on
+    shown = subprocess.run([sys.executable, "-m", "billing_jobs.cli", "explain", "--line", line,
+                            "--contact", "+49 151 000 00000", "--date", str(late_day),
+                            "--source", settings.source, "--warehouse", warehouse_url,
+                            "--format", "json"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    (charge,) = [m for m in json.loads(shown.stdout)["messages"] if m["message_id"] == "late-0"]
+    assert charge["billing_date"] == str(late_day) and Decimal(charge["unit_price"]) > 0
+    if invoices is not None:  # published before the close (forced on PostgreSQL): invoiced
+        assert charge["invoice_number"] in {i["invoice_number"] for i in invoices}
+        assert charge["invoice_item"]
+
+    # and after the close: a publish of the month's day books the difference as adjustments
     (Path(settings.source) / "messages" / f"date={late_day}" / "later.jsonl").write_text(
         json.dumps({**late[0], "message_id": "later-0", "contact_id": "+4915100099999"}) + "\n")
     done = sequence.run_day(settings, late_day)
