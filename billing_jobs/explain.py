@@ -134,7 +134,7 @@ def render_text(line_id: str, key: str, rows: list[dict], summary: dict,
                    f"{m.direction} {m.message_type} {m.sent_at:%Y-%m-%d %H:%M:%S}")
     for rec in summary["quarantined"]:
         out.append(f"quarantined ({rec['reason']}): {rec['source_file']} row {rec['source_row']}")
-    return "\n".join(line[:WIDTH] for line in "\n".join(out).splitlines())
+    return "\n".join(line[:WIDTH].rstrip() for line in "\n".join(out).splitlines())
 
 
 def render_csv(rows: list[dict]) -> str:

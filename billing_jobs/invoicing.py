@@ -317,9 +317,7 @@ def invoice_records(inv: dict, items: list[dict]) -> list[dict]:
     _, unit = round_total(total, currency)
     rounding = total - rounded_sum
     rows.append({**head, "record": "R", "kind": "rounding", "amount": _money(rounding, unit),
-                 "exact_amount": _dec(Decimal(inv["exact_total"]) - sum(
-                     (Decimal(it["amount"]) for it in items), Decimal(0))),
-                 "reason": "difference between the total rounded once and the items rounded "
+                 "exact_amount": "0", "reason": "difference between the total rounded once and the items rounded "
                            "one by one"})
     rows.append({**head, "record": "T", "kind": "total", "amount": _money(total, unit),
                  "exact_amount": _dec(inv["exact_total"]),

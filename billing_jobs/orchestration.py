@@ -192,8 +192,17 @@ def publish(folder: str) -> dict:
         done = sequence.publish(settings(), _folder(folder))
         log.info("published %s: %s starts, amount %s (run %s)", _day_of(folder),
                  done["starts_on_day"], done["amount"], done["run_id"])
+        _log_adjustments(done)
         return {"run_id": done["run_id"], "starts": done["starts_on_day"],
-                "amount": str(done["amount"])}
+                "amount": str(done["amount"]), "adjustments": len(done["adjustments"])}
+
+
+def _log_adjustments(done: dict) -> None:
+    """A closed month's day published again: the corrections it booked, per customer."""
+    from billing_jobs.invoicing import describe_adjustments
+
+    for line in describe_adjustments(done.get("adjustments") or []):
+        log.info("%s", line.strip())
 
 
 def record_task_failure(context) -> None:
@@ -245,7 +254,10 @@ def restate(day: str, look_back_days: int) -> list[str]:
 
     with step("restate_late_data", day):
         since = dt.date.fromisoformat(day) - dt.timedelta(days=look_back_days)
-        return [str(d) for d, _ in rebill(settings(), since)]
+        done = rebill(settings(), since)
+        for _, result in done:
+            _log_adjustments(result)
+        return [str(d) for d, _ in done]
 
 
 def prune_staging() -> list[str]:

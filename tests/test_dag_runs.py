@@ -211,3 +211,47 @@ def test_a_manual_run_for_a_day_without_a_partition_fails_at_once_naming_the_pat
     assert (f"billing date {missing}: wait_for_partition failed: no partition for {missing}: "
             f"{landing}/messages/date={missing} does not exist") in errors[0]
     assert runs(url) == [(missing, "failed", "wait_for_partition", runs(url)[0][3])]
+
+
+def test_a_closed_month_s_day_run_again_by_the_dag_books_and_logs_its_adjustments(tmp_path):
+    """February is billed and closed; a late message lands for 10 February and the nightly DAG
+    runs that day again: the difference is booked as an adjustment on March and the task log
+    says so per customer (what an operator reads in the Airflow UI)."""
+    import json
+
+    from billing_jobs.generate import generate
+
+    landing = tmp_path / "landing"
+    generate(landing, dt.date(2026, 2, 1), days=28, messages_per_day=40, seed=9)
+    url = f"duckdb:///{tmp_path}/warehouse.duckdb"
+    env = airflow_env(tmp_path, landing, url)
+    billed = billing_jobs(env, "run", "--date", "2026-02-01", "--to", "2026-02-28")
+    assert billed.returncode == 0, billed.stderr
+    closed = billing_jobs(env, "close", "--month", "2026-02")
+    assert closed.returncode == 0 and "invoice 1:" in closed.stdout, closed.stderr
+    line, customer = next(
+        (r["line_id"], r["customer_id"]) for r in
+        csv_rows(landing / "reference" / "lines.csv"))
+    (landing / "messages" / "date=2026-02-10" / "late.jsonl").write_text(json.dumps({
+        "message_id": "late-0210", "customer_id": customer, "line_id": line,
+        "contact_id": "+4915100000555", "direction": "inbound", "message_type": "session",
+        "sent_at": "2026-02-10T12:00:00Z"}) + "\n")
+
+    proc = dags_test(env, "2026-02-10")
+    assert "state=success" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    assert f"adjustments for {customer}: 1 booked on 2026-03" in proc.stdout + proc.stderr
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        (adjustment,) = conn.execute(sa.text("select * from billing.adjustments")).all()
+    engine.dispose()
+    assert (adjustment.customer_id, adjustment.quantity, str(adjustment.billing_date)) == (
+        customer, 1, "2026-02-10")
+    assert adjustment.reason.endswith(f"1 start(s) added at unit price "
+                                      f"{format(adjustment.unit_price.normalize(), 'f')}")
+
+
+def csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
