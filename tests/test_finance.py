@@ -401,3 +401,19 @@ def test_sql_totals_round_like_invoices(tmp_path, warehouse_url):
     assert len(found) == len(amounts) * 4
     for r in found:
         assert Decimal(r.total) == invoicing.round_total(Decimal(r.exact_amount), r.currency)[0]
+
+
+def test_a_renamed_customer_is_one_current_customer(zone, tmp_path, warehouse_url):
+    """`customers` keeps every reference version a run used; `current_customers` has each
+    customer once, with the newest name."""
+    shutil.copytree(zone, tmp_path / "landing")
+    settings = settings_for(tmp_path / "landing", tmp_path, warehouse_url)
+    sequence.run_day(settings, DAYS[0])
+    path = tmp_path / "landing" / "reference" / "customers.csv"
+    path.write_text(path.read_text().replace("Customer 001 Ltd", "Customer One GmbH"))
+    sequence.run_day(settings, DAYS[1])
+    versions = rows(warehouse_url, "select * from billing.customers where customer_id = 'C001'")
+    assert sorted(v["name"] for v in versions) == ["Customer 001 Ltd", "Customer One GmbH"]
+    current = rows(warehouse_url, "select * from billing.current_customers")
+    assert len(current) == len({c["customer_id"] for c in current})
+    assert [c["name"] for c in current if c["customer_id"] == "C001"] == ["Customer One GmbH"]
