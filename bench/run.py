@@ -49,7 +49,7 @@ def dataset(messages: int, seed: int, data: Path = DATA, days: int = 1) -> Path:
                         "from billing_jobs.generate import generate; "
                         "generate(sys.argv[1], dt.date.fromisoformat(sys.argv[2]), "
                         "days=int(sys.argv[3]), messages_per_day=int(sys.argv[4]), "
-                        "seed=int(sys.argv[5]))", str(folder), str(START), str(days),
+                        "seed=int(sys.argv[5]), provider=False)", str(folder), str(START), str(days),
                         str(messages), str(seed)], cwd=ROOT, check=True)
     return folder / "messages"
 

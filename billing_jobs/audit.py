@@ -149,6 +149,14 @@ def _describe(table: str, r) -> str:
     return f"{table}: {cfg.type}({target}) failed: {what}"
 
 
+def audit_frames(frames: dict[str, pd.DataFrame], suites: Path) -> None:
+    """Validate in an ephemeral GX project (what is checked stays in the caller's run record);
+    raise AuditFailed on any failure."""
+    ok, failures, _ = validate_frames(frames, suites)
+    if not ok:
+        raise AuditFailed(f"{len(failures)} expectation(s) failed: " + "; ".join(failures))
+
+
 def audit(frames: dict[str, pd.DataFrame], suites: Path, results_path: Path, run_name: str,
           project_root: Path | None = None) -> None:
     """Validate, keep the results as JSON at `results_path` (and in the GX project), raise

@@ -80,9 +80,13 @@ def _say_secret(settings) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     from billing_jobs.generate import generate
 
-    info = generate(args.out, args.start, args.days, args.messages_per_day, args.seed, args.format)
+    info = generate(args.out, args.start, args.days, args.messages_per_day, args.seed, args.format,
+                    provider=not args.no_provider)
     print(f"wrote {info['rows']:,} message rows over {args.days} day(s) for "
           f"{info['customers']} customers on {info['lines']} lines under {args.out}")
+    if "provider_conversations" in info:
+        print(f"wrote WhatsApp's side: {info['provider_conversations']:,} conversations with "
+              f"known noise (listed in {Path(args.out) / 'provider_injected.json'})")
 
 
 def cmd_reconcile(args: argparse.Namespace) -> None:
@@ -253,6 +257,28 @@ def cmd_restate(args: argparse.Namespace) -> None:
         print(f"every day from {args.since} to {last or args.since} is published")
 
 
+def cmd_reconcile_provider(args: argparse.Namespace) -> None:
+    from billing_jobs.provider_reconcile import reconcile_day
+
+    last = args.to or args.date
+    if last < args.date:
+        raise UsageError(f"--to {last} is before --date {args.date}")
+    settings = _settings(args, source=True)
+    settings.check_expectations()
+    _say_secret(settings)
+    day = args.date
+    while day <= last:
+        try:
+            c = reconcile_day(settings, day, args.tolerance_minutes)
+        except BillingError as exc:
+            raise BillingError(f"{day}: {one_line(exc)} (nothing published for {day})") from exc
+        print(f"{day}: our starts {c['our_starts']:,}: matched {c['matched']:,}, type mismatch "
+              f"{c['type_mismatch']:,}, ours only {c['ours_only']:,}; WhatsApp only "
+              f"{c['provider_only']:,}; provider rows {c['rows_read']:,} read, "
+              f"{c['quarantined']:,} quarantined (run {c['run_id']})", flush=True)
+        day += dt.timedelta(days=1)
+
+
 def _month(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text + "-01")
@@ -396,6 +422,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=7, help="same seed, same files (default 7)")
     g.add_argument("--format", choices=["parquet", "csv", "jsonl", "mixed"], default="parquet",
                    help="file format of the message files (mixed: round robin per day)")
+    g.add_argument("--no-provider", action="store_true",
+                   help="write no provider_conversations/ (WhatsApp's side of the bill)")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("reconcile", help="pure rules: message files in, conversation starts out")
@@ -425,6 +453,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--warehouse", help=WAREHOUSE_HELP)
     s.add_argument("--dry-run", action="store_true", help="only list the days to re-bill")
     s.set_defaults(func=cmd_restate)
+
+    v = sub.add_parser("reconcile-provider",
+                       help="WhatsApp's conversations against our published starts, per day")
+    v.add_argument("--date", required=True, type=_date, help="billing date, YYYY-MM-DD (UTC)")
+    v.add_argument("--to", type=_date, help="last billing date of an inclusive range")
+    v.add_argument("--source", help=SOURCE_HELP)
+    v.add_argument("--reference", help=REFERENCE_HELP)
+    v.add_argument("--warehouse", help=WAREHOUSE_HELP)
+    v.add_argument("--tolerance-minutes", type=_positive, default=10,
+                   help="how long after a template WhatsApp may open its conversation (default 10)")
+    v.set_defaults(func=cmd_reconcile_provider)
 
     c = sub.add_parser("close", help="issue the month's invoices (idempotent)")
     c.add_argument("--month", required=True, type=_month, help="YYYY-MM")

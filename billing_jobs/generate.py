@@ -226,8 +226,9 @@ def _write(table: pa.Table, path: Path, fmt: str) -> None:
 
 
 def generate(out: str | Path, start: dt.date, days: int, messages_per_day: int, seed: int = 7,
-             fmt: str = "parquet") -> dict:
-    """Write `days` partitions of exactly `messages_per_day` rows each, plus the reference set.
+             fmt: str = "parquet", provider: bool = True) -> dict:
+    """Write `days` partitions of exactly `messages_per_day` rows each, plus the reference set,
+    and (`provider`) WhatsApp's conversations for them (generate_provider.py).
 
     `fmt` is parquet, csv, jsonl, or mixed (each day in the next format, round robin)."""
     out = Path(out)
@@ -256,4 +257,13 @@ def generate(out: str | Path, start: dt.date, days: int, messages_per_day: int, 
                 landed[target] = landed.get(target, 0) + part.num_rows
     for d in range(days):
         (out / "messages" / f"date={start + dt.timedelta(days=d)}" / "_SUCCESS").touch()
-    return {"rows": sum(landed.values()), "lines": len(world.line_ids), "customers": len(world.customers)}
+    summary = {"rows": sum(landed.values()), "lines": len(world.line_ids),
+               "customers": len(world.customers)}
+    if provider:
+        from billing_jobs.generate_provider import write_provider
+
+        rates = {country: prices for country, prices in RATES.items()}
+        manifest = write_provider(out, start, days, seed,
+                                  dict(zip(world.line_ids, world.line_country)), rates, formats)
+        summary["provider_conversations"] = manifest["conversations"]
+    return summary

@@ -168,14 +168,16 @@ def _unreadable(path: Path, exc: Exception) -> LandingError:
     return LandingError(f"{path}: cannot read file: {first_line}")
 
 
-def read_raw(path: Path) -> pa.Table:
+def read_raw(path: Path, columns: tuple[str, ...] = CONTRACT_COLUMNS,
+             dictionary: tuple[str, ...] = DICTIONARY_COLUMNS) -> pa.Table:
     """One file as read, before validation. Raises LandingError naming the file if unreadable.
 
-    Only contract columns are kept (others are ignored, as the contract allows); low-cardinality
-    columns are read dictionary-encoded where the format allows it."""
+    Only `columns` are kept (others are ignored, as the contract allows); `dictionary` columns are
+    read dictionary-encoded where the format allows it. The message log's columns by default;
+    provider records (provider_records.py) name their own."""
     try:
         if path.suffix in SUFFIXES and path.stat().st_size == 0:  # a zero-byte file has no rows
-            return pa.table({c: pa.array([], pa.string()) for c in CONTRACT_COLUMNS})
+            return pa.table({c: pa.array([], pa.string()) for c in columns})
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
@@ -183,11 +185,11 @@ def read_raw(path: Path) -> pa.Table:
             names = pq.read_schema(where["source"], filesystem=where.get("filesystem")).names
             table = pq.read_table(
                 **where,
-                columns=[c for c in CONTRACT_COLUMNS if c in names],
-                read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names],
+                columns=[c for c in columns if c in names],
+                read_dictionary=[c for c in dictionary if c in names],
             )
         elif path.suffix == ".csv":
-            table = _read_csv(path)
+            table = _read_csv(path, columns, dictionary)
         elif path.suffix == ".jsonl":
             import pyarrow.json as pjson
 
@@ -196,12 +198,12 @@ def read_raw(path: Path) -> pa.Table:
                     table = pjson.read_json(
                         source,
                         parse_options=pjson.ParseOptions(
-                            explicit_schema=pa.schema([(c, pa.string()) for c in CONTRACT_COLUMNS]),
+                            explicit_schema=pa.schema([(c, pa.string()) for c in columns]),
                             unexpected_field_behavior="ignore",
                         ),
                     )
             except pa.ArrowInvalid:  # a number where text was due, a broken line, bad UTF-8
-                table = _read_jsonl_row_by_row(path)
+                table = _read_jsonl_row_by_row(path, columns)
         else:
             raise LandingError(f"{path}: unsupported file type (expected {', '.join(SUFFIXES)})")
     except LandingError:
@@ -211,7 +213,7 @@ def read_raw(path: Path) -> pa.Table:
     return table
 
 
-def _read_csv(path: Path) -> pa.Table:
+def _read_csv(path: Path, columns: tuple[str, ...], dictionary: tuple[str, ...]) -> pa.Table:
     """A CSV file; rows with the wrong number of cells become `malformed_row` (the reader's own
     handler counts them), text that is not UTF-8 is read again row by row."""
     import pyarrow.csv as pcsv
@@ -229,12 +231,12 @@ def _read_csv(path: Path) -> pa.Table:
                 read_options=pcsv.ReadOptions(use_threads=False),  # numbers the skipped rows
                 parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
                 convert_options=pcsv.ConvertOptions(
-                    column_types={c: types(c) for c in CONTRACT_COLUMNS},
-                    strings_can_be_null=True, include_columns=list(CONTRACT_COLUMNS),
+                    column_types={c: types(c) for c in columns},
+                    strings_can_be_null=True, include_columns=list(columns),
                     include_missing_columns=True))
 
     try:
-        table = read(lambda c: DICT if c in DICTIONARY_COLUMNS else pa.string())
+        table = read(lambda c: DICT if c in dictionary else pa.string())
     except pa.ArrowInvalid as exc:
         if "UTF8" not in str(exc) and "utf8" not in str(exc).lower():
             raise
@@ -243,7 +245,7 @@ def _read_csv(path: Path) -> pa.Table:
     return _with_malformed(table, malformed)
 
 
-def _read_jsonl_row_by_row(path: Path) -> pa.Table:
+def _read_jsonl_row_by_row(path: Path, columns: tuple[str, ...]) -> pa.Table:
     """A JSONL file the fast reader refused: each line parsed on its own. A value of another JSON
     type is read as its text (an integer as its digits, data-contracts.md "Contacts"); a line
     that is not a JSON object is `malformed_row`; text that is not UTF-8 is `invalid_encoding`."""
@@ -260,9 +262,9 @@ def _read_jsonl_row_by_row(path: Path) -> pa.Table:
             if not isinstance(value, dict):
                 malformed.append(number)
                 continue
-            rows.append({c: _as_text(value.get(c)) for c in CONTRACT_COLUMNS})
+            rows.append({c: _as_text(value.get(c)) for c in columns})
             numbers.append(number)
-    table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in CONTRACT_COLUMNS})
+    table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in columns})
     return _with_malformed(table, malformed, numbers)
 
 
@@ -389,18 +391,19 @@ def _check(col: pa.ChunkedArray, test, null_as: bool) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
-def parse_sent_at(raw: pa.Table) -> tuple[pa.ChunkedArray, np.ndarray]:
-    """UTC nanosecond timestamps and a mask of values that are present but not usable."""
+def parse_sent_at(raw: pa.Table, name: str = "sent_at") -> tuple[pa.ChunkedArray, np.ndarray]:
+    """UTC nanosecond timestamps of column `name` and a mask of values that are present but not
+    usable."""
     n = raw.num_rows
-    if "sent_at" not in raw.column_names:
+    if name not in raw.column_names:
         return pa.chunked_array([pa.nulls(n, TIMESTAMP)]), np.zeros(n, dtype=bool)
-    col = raw.column("sent_at")
+    col = raw.column(name)
     if pa.types.is_timestamp(col.type):
         if col.type.tz is None:  # a naive instant cannot be placed in UTC with certainty
             present = _mask(col.is_valid())
             return pa.chunked_array([pa.nulls(n, TIMESTAMP)]), present
         return _in_range(col)
-    text = _column(raw, "sent_at")
+    text = _column(raw, name)
     present = _mask(pc.not_equal(text, ""), null_as=False)
     well_formed = pc.fill_null(pc.match_substring_regex(text, ISO_WITH_OFFSET), False)
     # years no backend holds the same way (before 1678, after 2261: year 1, year 9999) are invalid

@@ -1,0 +1,259 @@
+"""WhatsApp's side of the bill (data-contracts.md §5): `provider_conversations/` read like the
+message log, in the same three formats, every row accepted, folded into its conversation or
+quarantined with a reason.
+
+A conversation arrives with every status notification of its messages, so one conversation id
+often comes several times: copies that agree are folded into one (the first read keeps its
+`message_id`, the message whose status first carried it); copies that disagree on the stream, the
+type or the opening instant are all quarantined as `conflicting_duplicate` (which one WhatsApp
+billed cannot be told). Contacts are compared in their canonical form and leave as `contact_key`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from billing_jobs import iso
+from billing_jobs.contract import BUSINESS_INITIATED, TIMESTAMP, USER_INITIATED
+from billing_jobs.landing import (
+    INVALID_ENCODING,
+    MALFORMED,
+    _check,
+    _column,
+    _decoded,
+    _is_message_id,
+    _is_phone_number,
+    _mask,
+    _row_numbers,
+    canonical_contacts,
+    location,
+    parse_sent_at,
+    quarantine_rows,
+    read_raw,
+)
+
+FOLDER = "provider_conversations"
+COLUMNS = ("conversation_id", "line_id", "contact_id", "conversation_type", "opened_at",
+           "message_id", "billable", "cost", "currency")
+REQUIRED = ("conversation_id", "line_id", "contact_id", "conversation_type", "opened_at")
+MATCHED_TYPES = (USER_INITIATED, BUSINESS_INITIATED)
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+REASONS = (
+    "malformed_row",
+    "invalid_encoding",
+    *(f"missing_{c}" for c in REQUIRED),
+    "invalid_conversation_id",
+    "invalid_message_id",
+    "invalid_contact_id",
+    "invalid_opened_at",
+    "opened_at_outside_partition",
+    "invalid_billable",
+    "invalid_cost",
+    "invalid_currency",
+    "unknown_line",
+)
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
+VALID_SCHEMA = pa.schema([
+    ("conversation_id", pa.string()), ("line_id", pa.string()), ("contact_id", pa.string()),
+    ("conversation_type", pa.string()), ("opened_at", TIMESTAMP), ("message_id", pa.string()),
+    ("billable", pa.bool_()), ("cost", pa.decimal128(20, 10)), ("currency", pa.string()),
+    ("source_file", pa.string()), ("source_row", pa.int64()),
+])
+
+
+@dataclass
+class ProviderBatch:
+    valid: pa.Table  # one row per conversation (VALID_SCHEMA)
+    quarantined: pa.Table  # source_file, source_row, conversation_id, reason, record
+    rows_read: int
+    duplicates: int
+
+
+def partition_files(source: str | Path, day: dt.date) -> list[Path]:
+    folder = location(source) / FOLDER / f"date={day}"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in (".parquet", ".csv", ".jsonl"))
+
+
+def read(source: str | Path, days: list[dt.date], lines: set[str]) -> ProviderBatch:
+    """The provider partitions of `days`, validated and deduplicated by conversation id."""
+    valid, quarantined, rows = [], [], 0
+    for day in days:
+        for path in partition_files(source, day):
+            raw = read_raw(path, COLUMNS, ())
+            rows += raw.num_rows + len(json.loads((raw.schema.metadata or {}).get(
+                MALFORMED.encode(), b"[]")))
+            ok, bad = validate(raw, str(path), day, lines)
+            valid.append(ok)
+            quarantined.append(bad)
+    table = pa.concat_tables(valid) if valid else VALID_SCHEMA.empty_table()
+    bad = pa.concat_tables(quarantined) if quarantined else _quarantine_schema().empty_table()
+    table, conflicts, duplicates = deduplicate(table)
+    return ProviderBatch(table, pa.concat_tables([bad, conflicts]), rows, duplicates)
+
+
+def validate(raw: pa.Table, source_file: str, partition_date: dt.date | None,
+             lines: set[str] | None) -> tuple[pa.Table, pa.Table]:
+    """Valid provider rows (VALID_SCHEMA) and the others with the first failed check."""
+    meta = raw.schema.metadata or {}
+    malformed = json.loads(meta.get(MALFORMED.encode(), b"[]"))
+    numbers = (np.array(json.loads(meta[b"__row_numbers"]), dtype=np.int64)
+               if b"__row_numbers" in meta else None)
+    if any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in raw.schema.types):
+        raw = _decoded(raw)
+    bad_encoding = None
+    if INVALID_ENCODING in raw.column_names:
+        bad_encoding = raw.column(INVALID_ENCODING).to_numpy(zero_copy_only=False)
+        raw = raw.drop_columns([INVALID_ENCODING])
+    n = raw.num_rows
+    numbers = _row_numbers(n, malformed) if numbers is None else numbers
+    cols = {c: _text(raw, c) for c in COLUMNS if c != "opened_at"}
+    opened_at, bad_time = parse_sent_at(raw, "opened_at")
+    reason = np.zeros(n, dtype=np.int16)
+
+    def flag(name: str, mask: np.ndarray) -> None:
+        reason[(reason == 0) & mask] = REASONS.index(name) + 1
+
+    if bad_encoding is not None:
+        flag("invalid_encoding", bad_encoding)
+    for c in REQUIRED:
+        if c == "opened_at":
+            flag("missing_opened_at", ~_mask(opened_at.is_valid()) & ~bad_time)
+        else:
+            flag(f"missing_{c}", _check(cols[c], lambda v: pc.equal(v, ""), null_as=True))
+    flag("invalid_conversation_id", ~_mask(_is_message_id(cols["conversation_id"]), True))
+    given_mid = ~_check(cols["message_id"], lambda v: pc.equal(v, ""), null_as=True)
+    flag("invalid_message_id", given_mid & ~_mask(_is_message_id(cols["message_id"]), True))
+    flag("invalid_contact_id", ~_check(cols["contact_id"], _is_phone_number, null_as=False))
+    flag("invalid_opened_at", bad_time)
+    if partition_date is not None:
+        day = pc.cast(pc.cast(opened_at, pa.timestamp("ns")), pa.date32())
+        inside = pc.equal(day, pa.scalar(partition_date, pa.date32()))
+        flag("opened_at_outside_partition", ~_mask(inside, null_as=True))
+    billable_text = pc.utf8_lower(pc.utf8_trim_whitespace(cols["billable"]))
+    billable_given = _mask(pc.not_equal(billable_text, ""), null_as=False)
+    known = _mask(pc.is_in(billable_text, value_set=pa.array(TRUE + FALSE)), null_as=False)
+    flag("invalid_billable", billable_given & ~known)
+    cost, bad_cost = _costs(cols["cost"])
+    flag("invalid_cost", bad_cost)
+    currency = cols["currency"]
+    currency_given = _mask(pc.not_equal(currency, ""), null_as=False)
+    currency_known = _mask(pc.is_in(currency, value_set=pa.array(sorted(iso.CURRENCIES))), False)
+    cost_given = _mask(cost.is_valid(), null_as=False)
+    flag("invalid_currency", (currency_given & ~currency_known) | (cost_given & ~currency_given))
+    if lines is not None:
+        flag("unknown_line", ~_mask(pc.is_in(cols["line_id"], value_set=pa.array(
+            sorted(lines), pa.string())), null_as=False))
+
+    valid = pa.table({
+        "conversation_id": cols["conversation_id"], "line_id": cols["line_id"],
+        "contact_id": canonical_contacts(cols["contact_id"]),
+        "conversation_type": cols["conversation_type"], "opened_at": opened_at,
+        "message_id": pc.if_else(pa.array(given_mid), cols["message_id"],
+                                 pa.scalar(None, pa.string())),
+        "billable": pa.array(~(billable_given & _mask(pc.is_in(
+            billable_text, value_set=pa.array(FALSE)), null_as=False))),
+        "cost": cost, "currency": pc.if_else(pa.array(currency_given), currency,
+                                             pa.scalar(None, pa.string())),
+        "source_file": pa.array([source_file] * n, pa.string()),
+        "source_row": pa.array(numbers, pa.int64()),
+    }, schema=VALID_SCHEMA).filter(pa.array(reason == 0))
+    bad_idx = np.flatnonzero(reason)
+    quarantined = quarantine_rows(raw.take(pa.array(bad_idx, pa.int64())), source_file,
+                                  numbers[bad_idx].tolist(),
+                                  [REASONS[r - 1] for r in reason[bad_idx]])
+    if malformed:
+        quarantined = pa.concat_tables([quarantined, quarantine_rows(
+            pa.table({"row": pa.array(malformed, pa.int64())}), source_file, malformed,
+            ["malformed_row"] * len(malformed))])
+    return valid, _as_quarantine(quarantined)
+
+
+def deduplicate(table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
+    """One row per conversation id. Returns (kept, conflicting copies as quarantine rows,
+    copies folded)."""
+    if table.num_rows == 0:
+        return table, _quarantine_schema().empty_table(), 0
+    ids = table.column("conversation_id").to_numpy(zero_copy_only=False)
+    same = ("line_id", "contact_id", "conversation_type")
+    at = pc.cast(table.column("opened_at"), pa.int64()).to_numpy()
+    shape = np.array([hash(v) for v in zip(*(table.column(c).to_pylist() for c in same), at)])
+    order = np.lexsort((np.arange(len(ids)), ids))
+    ids_sorted, shape_sorted = ids[order], shape[order]
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids_sorted[1:] != ids_sorted[:-1]
+    group = np.cumsum(first) - 1
+    varies = np.zeros(group[-1] + 1, dtype=bool)
+    np.logical_or.at(varies, group[1:], (shape_sorted[1:] != shape_sorted[:-1]) & ~first[1:])
+    conflicting = varies[group]
+    keep = order[first & ~conflicting]
+    dropped = order[conflicting]
+    conflicts = table.take(pa.array(np.sort(dropped), pa.int64()))
+    records = [json.dumps({k: _plain(v) for k, v in r.items()
+                           if k not in ("source_file", "source_row")}, sort_keys=True)
+               for r in conflicts.to_pylist()]
+    quarantined = pa.table({
+        "source_file": conflicts.column("source_file"), "source_row": conflicts.column("source_row"),
+        "conversation_id": conflicts.column("conversation_id"),
+        "reason": pa.array([CONFLICTING_DUPLICATE] * conflicts.num_rows, pa.string()),
+        "record": pa.array(records, pa.string())}, schema=_quarantine_schema())
+    folded = int(np.sum(~first & ~conflicting))
+    return table.take(pa.array(np.sort(keep), pa.int64())), quarantined, folded
+
+
+def _plain(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def _text(raw: pa.Table, name: str) -> pa.ChunkedArray:
+    col = _column(raw, name)
+    return pc.cast(col, pa.string()) if pa.types.is_dictionary(col.type) else col
+
+
+def _costs(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    values, bad = [], []
+    for text in col.to_pylist():
+        if text is None or text.strip() == "":
+            values.append(None)
+            bad.append(False)
+            continue
+        try:
+            value = Decimal(text.strip())
+            ok = value.is_finite() and value >= 0 and value == value.quantize(Decimal("1e-10"))
+        except InvalidOperation:
+            ok = False
+        values.append(value if ok and value < Decimal("1e10") else None)
+        bad.append(not (ok and value < Decimal("1e10")))
+    return pa.array(values, pa.decimal128(20, 10)), np.array(bad, dtype=bool)
+
+
+def _quarantine_schema() -> pa.Schema:
+    return pa.schema([("source_file", pa.string()), ("source_row", pa.int64()),
+                      ("conversation_id", pa.string()), ("reason", pa.string()),
+                      ("record", pa.string())])
+
+
+def _as_quarantine(table: pa.Table) -> pa.Table:
+    """landing's quarantine rows (which name the message id column) as provider quarantine."""
+    return pa.table({
+        "source_file": pc.cast(table.column("source_file"), pa.string()),
+        "source_row": table.column("source_row"),
+        "conversation_id": [_conversation_id(r) for r in table.column("record").to_pylist()],
+        "reason": pc.cast(table.column("reason"), pa.string()),
+        "record": table.column("record")}, schema=_quarantine_schema())
+
+
+def _conversation_id(record: str) -> str | None:
+    value = json.loads(record).get("conversation_id")
+    return value if isinstance(value, str) and 0 < len(value) <= 255 else None
