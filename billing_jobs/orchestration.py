@@ -193,8 +193,9 @@ def publish(folder: str) -> dict:
         log.info("published %s: %s starts, amount %s (run %s)", _day_of(folder),
                  done["starts_on_day"], done["amount"], done["run_id"])
         _log_adjustments(done)
-        return {"run_id": done["run_id"], "starts": done["starts_on_day"],
-                "amount": str(done["amount"]), "adjustments": len(done["adjustments"])}
+        return {"billing_date": _day_of(folder), "run_id": done["run_id"],
+                "starts": done["starts_on_day"], "amount": str(done["amount"]),
+                "adjustments": len(done["adjustments"])}
 
 
 def _log_adjustments(done: dict) -> None:
@@ -276,3 +277,57 @@ def close_previous_month(logical_date: dt.datetime) -> list[dict]:
     with step("close", previous.strftime("%Y-%m")):
         return [{**inv, "exact_total": str(inv["exact_total"]), "total": str(inv["total"])}
                 for inv in close_month(settings(), previous)]
+
+
+def provider_dates(params: dict, logical_date: dt.datetime | None, run_type: str,
+                   published_dates: list[str]) -> dict[str, list[str]]:
+    """The billing dates a provider_reconciliation run reconciles: `wait` for their provider
+    partition, `also` reconciled if ready. A trigger form or a schedule names one day (the start
+    of the data interval); a run triggered by billing_daily's invoice lines takes the days those
+    published, and `also` their neighbours: a day's pairing reaches the starts of the days beside
+    it, so each day is reconciled again once both are published."""
+    with step("billing_dates", str(logical_date.date()) if logical_date else "unknown"):
+        if run_type == "asset_triggered":
+            days = {dt.date.fromisoformat(d) for d in published_dates}
+            beside = {d + dt.timedelta(days=k) for d in days for k in (-1, 1)} - days
+            log.info("triggered by invoice lines of %s", ", ".join(sorted(published_dates)))
+            return {"wait": sorted(d.isoformat() for d in days),
+                    "also": sorted(d.isoformat() for d in beside)}
+        return {"wait": [billing_date_for(params, logical_date).isoformat()], "also": []}
+
+
+def provider_partition_ready(day: str, run_type: str) -> bool:
+    """Scheduled and asset-triggered runs wait for WhatsApp's partition of the day (its
+    `_SUCCESS`); a manual or backfill run reconciles what has landed."""
+    from billing_jobs.landing import location
+    from billing_jobs.provider_records import FOLDER
+
+    with step("wait_for_provider_partition", day):
+        folder = location(settings().source) / FOLDER / f"date={day}"
+        if run_type not in (*WAITING_RUN_TYPES, "asset_triggered"):
+            return True
+        done = (folder / "_SUCCESS").exists()
+        log.info("waiting for %s: %s", folder / "_SUCCESS", "present" if done else "not yet")
+        return done
+
+
+def reconcile_provider(day: str, tolerance_minutes: int, only_if_ready: bool) -> dict:
+    """One day of provider reconciliation. With `only_if_ready` (a neighbour of a day that was
+    just published), a day not published yet or whose provider partition is not complete is
+    skipped: its own events reconcile it; otherwise those are errors, as on the command line."""
+    from billing_jobs.landing import location
+    from billing_jobs.provider_reconcile import is_published, reconcile_day
+    from billing_jobs.provider_records import FOLDER
+
+    with step("reconcile_provider", day):
+        config = settings()
+        if only_if_ready:
+            landed = (location(config.source) / FOLDER / f"date={day}" / "_SUCCESS").exists()
+            if not landed or not is_published(config, dt.date.fromisoformat(day)):
+                log.info("%s: not published or its provider partition not complete: skipped", day)
+                return {"billing_date": day, "skipped": "not ready"}
+        done = reconcile_day(config, dt.date.fromisoformat(day), tolerance_minutes)
+        log.info("%s: our starts %s, matched %s, type mismatch %s, ours only %s, WhatsApp only "
+                 "%s (run %s)", day, done["our_starts"], done["matched"], done["type_mismatch"],
+                 done["ours_only"], done["provider_only"], done["run_id"])
+        return {"billing_date": day, **done}

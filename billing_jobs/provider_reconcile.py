@@ -56,7 +56,7 @@ def compute_day(settings: Settings, day: dt.date, run_id: str, tolerance_minutes
     reference = load_reference(settings.reference)
     lines = reference.lines
     days = [day - dt.timedelta(days=1), day, day + dt.timedelta(days=1)]
-    if not _is_published(settings, day):
+    if not is_published(settings, day):
         raise RunError(f"billing date {day} is not published: provider reconciliation compares "
                        f"published starts (run `billing-jobs run --date {day}` first)")
     starts = _published_starts(settings, days)
@@ -146,7 +146,7 @@ def _published_starts(settings: Settings, days: list[dt.date]) -> pa.Table:
     })
 
 
-def _is_published(settings: Settings, day: dt.date) -> bool:
+def is_published(settings: Settings, day: dt.date) -> bool:
     rows = warehouse.read_job_query(settings.warehouse_url, settings.schema, settings.lock_wait_s,
                                     "day_is_published", "billing_runs", billing_date=day)
     return bool(rows) and rows[0]["status"] == "published"

@@ -139,9 +139,13 @@ def billing_daily():
 
         from billing_jobs.orchestration import publish
 
-        if get_current_context()["params"]["dry_run"]:
+        context = get_current_context()
+        if context["params"]["dry_run"]:
             raise AirflowSkipException("dry run: audited, nothing published")
-        return publish(folder)
+        done = publish(folder)
+        # provider_reconciliation is scheduled on this asset: it reads which day was published
+        context["outlet_events"][INVOICE_LINES].extra = {"billing_date": done["billing_date"]}
+        return done
 
     @task(max_active_tis_per_dag=1)
     def restate_late_data(day: str) -> list[str]:

@@ -24,6 +24,7 @@ import pytest
 from billing_jobs import restate, sequence
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
+from billing_jobs.provider_reconcile import reconcile_day
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -163,6 +164,27 @@ def runs(url: str) -> dict[dt.date, list[str]]:
     return out
 
 
+def queued_events(base: str, dag_id: str) -> int:
+    """Asset events waiting to trigger a run of `dag_id` (the API answers 404 for none)."""
+    try:
+        return call(base, "GET", f"/api/v2/dags/{dag_id}/assets/queuedEvents")["total_entries"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return 0
+        raise
+
+
+def provider_tables(url: str, day: dt.date) -> dict[str, list]:
+    con = duckdb.connect(url.removeprefix("duckdb:///"), read_only=True)
+    out = {}
+    for table in ("provider_pairs", "provider_differences", "provider_reconciliation"):
+        rel = con.execute(f"select * exclude (run_id) from billing.{table}"
+                          f" where billing_date = ? order by all", [day])
+        out[table] = [tuple(map(str, r)) for r in rel.fetchall()]
+    con.close()
+    return out
+
+
 def from_scratch(settings: Settings, tmp_path: Path, days: list[dt.date]) -> Settings:
     scratch = dataclasses.replace(settings, warehouse_url=f"duckdb:///{tmp_path}/scratch.duckdb",
                                   staging=str(tmp_path / "scratch-staging"))
@@ -178,6 +200,8 @@ def test_ui_backfill_then_late_data_restatement(airflow, tmp_path):
         "to_date": f"{DAYS[-1]}T00:00:00Z", "max_active_runs": 3,
         "reprocess_behavior": "completed", "run_backwards": False, "dag_run_conf": {}})
     assert backfill["max_active_runs"] == 3
+    # provider reconciliation follows every publish (the invoice-lines asset)
+    call(base, "PATCH", "/api/v2/dags/provider_reconciliation", {"is_paused": False})
     call(base, "PATCH", "/api/v2/dags/billing_daily", {"is_paused": False})  # as in the UI
     deadline = time.monotonic() + 300
     while True:
@@ -189,6 +213,21 @@ def test_ui_backfill_then_late_data_restatement(airflow, tmp_path):
         time.sleep(3)
     call(base, "PATCH", "/api/v2/dags/billing_daily", {"is_paused": True})
     assert {r["state"] for r in done} == {"success"}, done
+    # each publish triggered provider_reconciliation: wait for the triggered runs (they write the
+    # warehouse, which DuckDB lets one process open at a time); compared further down
+    deadline = time.monotonic() + 300
+    while True:
+        provider_runs = [r for r in call(base, "GET", "/api/v2/dags/provider_reconciliation/"
+                                                      "dagRuns?limit=50")["dag_runs"]
+                         if r["run_type"] == "asset_triggered"]
+        # every publish's event taken by a run (none queued), and every such run finished
+        if provider_runs and queued_events(base, "provider_reconciliation") == 0 and all(
+                r["state"] in ("success", "failed") for r in provider_runs):
+            break
+        assert time.monotonic() < deadline, f"provider runs not finished in 300 s: {provider_runs}"
+        time.sleep(3)
+    call(base, "PATCH", "/api/v2/dags/provider_reconciliation", {"is_paused": True})
+    assert {r["state"] for r in provider_runs} == {"success"}, provider_runs
     assert sorted(r["logical_date"][:10] for r in done) == [str(d) for d in DAYS]
 
     # every backfilled day is billed, once, and equals a from-scratch run of the same code
@@ -197,6 +236,11 @@ def test_ui_backfill_then_late_data_restatement(airflow, tmp_path):
     scratch = from_scratch(settings, tmp_path / "a", DAYS)
     for day in DAYS:
         assert tables(settings.warehouse_url, day) == tables(scratch.warehouse_url, day)
+
+    for day in DAYS:  # as the command line reconciles it after the whole backfill
+        reconcile_day(scratch, day)
+        assert provider_tables(settings.warehouse_url, day) == provider_tables(
+            scratch.warehouse_url, day)
 
     # a late file lands in the second day's partition after it was billed
     late_day = DAYS[1]

@@ -15,7 +15,7 @@ from billing_jobs.orchestration import NoBillingDate, billing_date_for
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "dags"
 AIRFLOW = Path(sys.executable).parent / "airflow"
-ALLOWED_TAGS = {"billing", "finance", "restatement"}
+ALLOWED_TAGS = {"billing", "finance", "restatement", "provider"}
 HEAVY = ("pandas", "pyarrow", "duckdb", "great_expectations", "sqlalchemy.dialects.postgresql",
          "billing_jobs.sequence", "billing_jobs.day", "billing_jobs.engine")
 
@@ -116,3 +116,17 @@ def test_the_monthly_close_closes_the_previous_month(tmp_path, monkeypatch):
                        match=r"close failed: cannot close 2026-03: 31 day\(s\) not published: "
                              r"2026-03-01 \(never run\)"):
         close_previous_month(dt.datetime(2026, 4, 3, 6, tzinfo=dt.timezone.utc))
+
+
+def test_provider_reconciliation_runs_on_published_invoice_lines_and_daily(dagbag):
+    dag = dagbag.dags["provider_reconciliation"]
+    publish = dagbag.dags["billing_daily"].get_task("publish")
+    (asset,) = publish.outlets
+    assert asset.name == "billing_invoice_lines"
+    assert dag.timetable.__class__.__name__ == "AssetOrTimeSchedule"
+    assert dag.timetable.asset_condition.name == asset.name
+    assert dag.timetable.timetable.__class__.__name__ == "CronDataIntervalTimetable"
+    assert not dag.catchup and dag.max_active_runs == 3
+    order = {t.task_id: t.downstream_task_ids for t in dag.tasks}
+    assert order["billing_dates"] == {"wait_for_provider_partition"}
+    assert order["wait_for_provider_partition"] == {"reconcile"}

@@ -59,9 +59,9 @@ def airflow_env(tmp_path: Path, landing: Path, warehouse_url: str, **extra) -> d
     return env
 
 
-def dags_test(env: dict, day: dt.date | str, conf: str | None = None
-              ) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "airflow"), "dags", "test", "billing_daily", str(day),
+def dags_test(env: dict, day: dt.date | str, conf: str | None = None,
+              dag_id: str = "billing_daily") -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "airflow"), "dags", "test", dag_id, str(day),
                            *(["--conf", conf] if conf else [])], env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -255,3 +255,37 @@ def csv_rows(path: Path) -> list[dict]:
 
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def test_provider_reconciliation_dag_reconciles_what_the_command_line_does(tmp_path, landing):
+    """`airflow dags test provider_reconciliation D` publishes what `billing-jobs
+    reconcile-provider --date D` publishes; a date not billed yet fails at once, saying why."""
+    url = f"duckdb:///{tmp_path}/warehouse.duckdb"
+    env = airflow_env(tmp_path, landing, url)
+    days = ["2026-03-01", "2026-03-02", "2026-03-03"]
+    billed = billing_jobs(env, "run", "--date", days[0], "--to", days[1])
+    assert billed.returncode == 0, billed.stderr
+
+    refused = dags_test(env, days[2], dag_id="provider_reconciliation")
+    assert "state=failed" in refused.stdout + refused.stderr
+    assert f"billing date {days[2]} is not published" in refused.stdout + refused.stderr
+
+    proc = dags_test(env, days[1], dag_id="provider_reconciliation")
+    assert "state=success" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        by_dag = conn.execute(sa.text(
+            "select kind, message_id, conversation_id, explanation from"
+            " billing.provider_differences order by 1, 2, 3")).all()
+        runs = conn.execute(sa.text("select status from billing.provider_runs")).all()
+    engine.dispose()
+    assert by_dag and [r.status for r in runs] == ["failed", "published"]
+    cli = billing_jobs(env, "reconcile-provider", "--date", days[1])
+    assert cli.returncode == 0, cli.stderr
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        by_cli = conn.execute(sa.text(
+            "select kind, message_id, conversation_id, explanation from"
+            " billing.provider_differences order by 1, 2, 3")).all()
+    engine.dispose()
+    assert by_cli == by_dag
