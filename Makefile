@@ -9,6 +9,8 @@ BENCH_SIZES ?= 1000000 10000000
 BENCH_SHARDED_SIZES ?= 1000000 10000000 100000000
 # steady state: three days of this many messages each, the third billed (a full D-2..D window)
 BENCH_STEADY_SIZES ?= 10000000 100000000
+# provider reconciliation of a day against billing it, on three days of this many messages
+BENCH_PROVIDER_SIZES ?= 1000000 10000000
 
 AIRFLOW_PORT ?= 8080
 # Airflow for the demo and `make airflow`: its own home under var/, our DAGs, the demo data.
@@ -40,8 +42,17 @@ demo: install
 			|| { tail -40 var/airflow/dags-test-$$day.log; exit 1; }; \
 		grep -o "DagRun Finished: dag_id=billing_daily, logical_date=[^,]*" var/airflow/dags-test-$$day.log; \
 	done
+	for day in $$($(PY) -c "import datetime as d; s=d.date.fromisoformat('$(DEMO_START)'); \
+		e=d.date.fromisoformat('$(DEMO_END)'); print(*[s+d.timedelta(k) for k in range((e-s).days+1)])"); do \
+		echo "airflow dags test provider_reconciliation $$day"; \
+		$(AIRFLOW_ENV) airflow dags test provider_reconciliation $$day > var/airflow/provider-$$day.log 2>&1 \
+			|| { tail -40 var/airflow/provider-$$day.log; exit 1; }; \
+		grep -o "DagRun Finished: dag_id=provider_reconciliation, logical_date=[^,]*" var/airflow/provider-$$day.log; \
+	done
 	$(PY) -m billing_jobs.summary published_invoice_lines
 	$(PY) -m billing_jobs.summary monthly_totals_by_customer
+	$(PY) -m billing_jobs.summary provider_by_customer_month
+	$(PY) -m billing_jobs.summary provider_differences_by_kind
 
 # Airflow locally (standalone: api-server, scheduler, dag-processor, triggerer; SQLite metadata,
 # LocalExecutor with a parallelism that fits 2 cores), wired to the demo data of `make demo`.
@@ -63,6 +74,7 @@ bench: install
 	$(PY) -m bench.run $(BENCH_SIZES) --what job
 	$(PY) -m bench.run $(BENCH_SHARDED_SIZES) --what sharded --repeat 1
 	$(PY) -m bench.run $(BENCH_STEADY_SIZES) --what sharded --repeat 1 --days 3
+	$(PY) -m bench.run $(BENCH_PROVIDER_SIZES) --what provider --repeat 1
 
 # Regenerate the lock after changing pyproject.toml: a fresh venv, the newest allowed versions.
 constraints:

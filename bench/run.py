@@ -30,6 +30,7 @@ RESULTS = ROOT / "bench" / "results"
 START = dt.date(2026, 3, 1)
 # (kind, messages) -> (wall seconds, peak RSS MiB of any one process): the bench fails above them
 TARGETS = {("sharded", 10_000_000): (60, 4096), ("sharded", 100_000_000): (900, 4096)}
+PROVIDER_SHARE = 0.20  # provider reconciliation of a day: at most this share of billing it
 
 
 def dataset(messages: int, seed: int, data: Path = DATA, days: int = 1) -> Path:
@@ -52,6 +53,57 @@ def dataset(messages: int, seed: int, data: Path = DATA, days: int = 1) -> Path:
                         "seed=int(sys.argv[5]), provider=False)", str(folder), str(START), str(days),
                         str(messages), str(seed)], cwd=ROOT, check=True)
     return folder / "messages"
+
+
+def provider_dataset(messages: int, seed: int, data: Path = DATA) -> Path:
+    """Three days of `messages` each with WhatsApp's side (generate_provider.py), cached."""
+    import hashlib
+
+    code = b"".join((ROOT / "billing_jobs" / name).read_bytes()
+                    for name in ("generate.py", "generate_provider.py"))
+    folder = data / f"provider-days3-{messages}-seed{seed}-{hashlib.sha256(code).hexdigest()[:8]}"
+    if not (folder / "provider_injected.json").exists():
+        print(f"generating 3 x {messages:,} messages with WhatsApp's side (seed {seed}) into "
+              f"{folder} ...", flush=True)
+        subprocess.run([sys.executable, "-c", "import sys, datetime as dt; "
+                        "from billing_jobs.generate import generate; "
+                        "generate(sys.argv[1], dt.date.fromisoformat(sys.argv[2]), days=3, "
+                        "messages_per_day=int(sys.argv[3]), seed=int(sys.argv[4]))",
+                        str(folder), str(START), str(messages), str(seed)], cwd=ROOT, check=True)
+    return folder
+
+
+def provider(size: int, seed: int, data: Path, repeat: int) -> list[dict]:
+    """The billing of the steady third day (`billing-jobs run`) and the provider reconciliation
+    of the second (`billing-jobs reconcile-provider`, whose pairing reaches days 1 to 3), each in
+    its own process, on the same warehouse; the reconciliation's share is the target."""
+    source = provider_dataset(size, seed, data)
+    days = [START + dt.timedelta(days=k) for k in range(3)]
+    rows = {"billing": [], "provider": []}
+    for _ in range(repeat):
+        scratch = Path(tempfile.mkdtemp(prefix="bench-provider-"))
+        env = {"BILLING_SOURCE": str(source), "BILLING_STAGING": str(scratch / "staging"),
+               "BILLING_WAREHOUSE_URL": f"duckdb:///{scratch}/warehouse.duckdb",
+               "BILLING_ALLOW_DEMO_SECRET": "1"}
+
+        def timed(*args: str) -> dict:
+            clock = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-m", "billing_jobs.cli", *args], cwd=ROOT,
+                                    env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status):
+                raise SystemExit(f"bench: billing-jobs {' '.join(args)} failed: "
+                                 f"{proc.stderr.read().strip()}")
+            return {"seconds": time.perf_counter() - clock, "starts": None, "digest": None,
+                    "peak_rss_mib": usage.ru_maxrss / 1024}
+
+        timed("run", "--date", str(days[0]), "--to", str(days[1]))
+        rows["billing"].append(timed("run", "--date", str(days[2])))
+        rows["provider"].append(timed("reconcile-provider", "--date", str(days[1])))
+        shutil.rmtree(scratch)
+    return [_row("provider", size, "billing", rows["billing"]),
+            _row("provider", size, "provider", rows["provider"])]
 
 
 def _start(args: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -168,8 +220,16 @@ def _row(kind: str, size: int, impl: str, runs: list[dict]) -> dict:
 
 
 def missed_targets(rows: list[dict]) -> list[str]:
-    """The sharded targets of the scale issue that these rows miss."""
+    """The targets these rows miss: the sharded day's, and provider reconciliation's share."""
     missed = []
+    for r in rows:
+        if r["kind"] == "provider" and r["impl"] == "provider":
+            billing = next(b for b in rows if b["kind"] == "provider" and b["impl"] == "billing"
+                           and b["messages"] == r["messages"])
+            share = r["seconds"] / billing["seconds"]
+            if share > PROVIDER_SHARE:
+                missed.append(f"provider reconciliation {r['messages']:,}: {share:.0%} of the "
+                              f"billing day's time > {PROVIDER_SHARE:.0%}")
     for r in rows:
         seconds, mib = TARGETS.get((r["kind"], r["messages"]), (None, None))
         if seconds is not None and r["seconds"] > seconds:
@@ -181,6 +241,24 @@ def missed_targets(rows: list[dict]) -> list[str]:
 
 
 def table(rows: list[dict]) -> str:
+    out = _provider_table([r for r in rows if r["kind"] == "provider"])
+    rows = [r for r in rows if r["kind"] != "provider"]
+    return "\n".join(filter(None, [out, _table(rows)]))
+
+
+def _provider_table(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    out = ["| messages per day | `billing-jobs run` (day 3) | `reconcile-provider` (day 2) | share "
+           f"(target <= {PROVIDER_SHARE:.0%}) | peak RSS |", "|---:|---:|---:|---:|---:|"]
+    for b in [r for r in rows if r["impl"] == "billing"]:
+        p = next(r for r in rows if r["impl"] == "provider" and r["messages"] == b["messages"])
+        out.append(f"| {b['messages']:,} | {b['seconds']:.1f} s | {p['seconds']:.1f} s | "
+                   f"{p['seconds'] / b['seconds']:.0%} | {p['peak_rss_mib']:,} MiB |")
+    return "\n".join(out)
+
+
+def _table(rows: list[dict]) -> str:
     compared = [r for r in rows if r["kind"] != "sharded"]
     out = ["| what | messages | implementation | wall time | messages/s | peak RSS | vs peer |",
            "|---|---:|---|---:|---:|---:|---:|"] if compared else []
@@ -228,7 +306,8 @@ def main() -> None:
     parser.add_argument("sizes", nargs="+", type=int)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--what", choices=["reconcile", "job", "sharded", "all"], default="all")
+    parser.add_argument("--what", choices=["reconcile", "job", "sharded", "provider", "all"],
+                        default="all")
     parser.add_argument("--rows-per-shard", type=int,
                         default=int(float(DEFAULTS["rows_per_shard"])),
                         help="sharded: BILLING_ROWS_PER_SHARD, rows of D-2..D per shard")
@@ -243,6 +322,9 @@ def main() -> None:
     rows = []
     for kind in (("reconcile", "job", "sharded") if args.what == "all" else (args.what,)):
         for size in args.sizes:
+            if kind == "provider":
+                rows += provider(size, args.seed, args.data, args.repeat)
+                continue
             messages_dir = dataset(size, args.seed, args.data, args.days)
             rows += (sharded(size, messages_dir, args.repeat, args.rows_per_shard, args.parallel)
                      if kind == "sharded" else compare(kind, size, messages_dir, args.repeat))

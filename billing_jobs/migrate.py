@@ -22,7 +22,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # in dependency order: a view is created after the views it reads
 VIEWS = ("monthly_invoice_lines", "current_customers", "issued_invoice_items",
          "published_not_invoiced", "closed_month_differences", "customer_month_totals",
-         "quarantined_rows", "invoice_item_lineage")
+         "quarantined_rows", "invoice_item_lineage", "provider_monthly")
 BOOTSTRAP_LOCK = 0x62696C6C  # only while the schema has no job_locks table yet
 
 

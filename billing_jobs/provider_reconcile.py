@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections import defaultdict
 from decimal import Decimal
 
 import pandas as pd
@@ -24,7 +23,7 @@ import sqlalchemy as sa
 
 from billing_jobs import audit, landing, migrate, provider_records, warehouse
 from billing_jobs.config import Settings
-from billing_jobs.contract import BUSINESS_INITIATED, OUTBOUND
+from billing_jobs.contract import BUSINESS_INITIATED
 from billing_jobs.errors import RunError, one_line, redact
 from billing_jobs.provider_pairing import MATCHED, MINUTE, TYPE_MISMATCH, pair
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
@@ -189,92 +188,82 @@ def _difference(kind: str, s: dict | None, c: dict | None) -> dict:
 
 def explain(differences: list[dict], settings: Settings, days: list[dt.date],
             convs: pa.Table) -> None:
-    """Fill each difference's `explanation` from the message log of its stream (the partitions
-    D-1..D+1, read for the streams that differ only) and WhatsApp's conversations."""
+    """Fill each difference's `explanation` from the message log of D-1..D+1 and WhatsApp's
+    conversations: one in-process DuckDB query over Arrow tables
+    (statements/provider_explanations.sql) finds, per difference, what the wording needs."""
     if not differences:
         return
-    streams = {(d["line_id"], d["contact_key"]) for d in differences}
-    messages = _stream_messages(settings, days, streams)
-    open_convs = defaultdict(list)
-    for c in convs.to_pylist():
-        open_convs[(c["line_id"], c["contact_key"])].append(c)
-    for d in differences:
-        stream = (d["line_id"], d["contact_key"])
-        log = messages.get(stream, [])
-        if d["kind"] == "type_mismatch":
-            d["explanation"] = (f"WhatsApp reports a {d['provider_conversation_type']} "
-                                f"conversation where the rules charged a {d['conversation_type']} "
-                                f"start")
-        elif d["kind"] == "ours_only" and d["conversation_type"] == BUSINESS_INITIATED:
-            d["explanation"] = _why_business_only(d, log, open_convs[stream])
-        elif d["kind"] == "ours_only":
-            d["explanation"] = _why_user_only(d, log)
-        else:
-            d["explanation"] = _why_provider_only(d, log)
+    import duckdb
+
+    ts = pa.timestamp("us", "UTC")
+    diffs = pa.table({
+        "idx": pa.array(range(len(differences)), pa.int64()),
+        **{c: pa.array([d[c] for d in differences], pa.string())
+           for c in ("kind", "line_id", "contact_key", "message_id", "conversation_type")},
+        **{c: pa.array([d[c] for d in differences], ts) for c in ("started_at", "opened_at")},
+    })
+    msgs = _log_messages(settings, days)
+    convs = convs.select(["conversation_id", "line_id", "contact_key", "opened_at"])
+    con = duckdb.connect()
+    try:
+        for name, table in (("diffs", diffs), ("msgs", msgs), ("convs", convs)):
+            con.register(name, table)
+        sql = (warehouse.STATEMENTS / "provider_explanations.sql").read_text()
+        facts = con.execute(sql).to_arrow_table().to_pylist()
+    finally:
+        con.close()
+    for d, f in zip(differences, facts):
+        d["explanation"] = _wording(d, f)
 
 
-def _why_business_only(d: dict, log: list[dict], convs: list[dict]) -> str:
-    mine = next((m for m in log if m["message_id"] == d["message_id"]), None)
-    if mine is not None and mine["status"] == "sent":
-        return ("the template never reached delivered or read (status sent): WhatsApp opens a "
-                "conversation only on delivery")
-    at = d["started_at"]
-    holder = next((c for c in sorted(convs, key=lambda c: c["opened_at"])
-                   if c["opened_at"] <= at < c["opened_at"] + dt.timedelta(days=1)), None)
-    if holder is not None:
-        return (f"sent while WhatsApp already had conversation {holder['conversation_id']} of "
-                f"this stream open (opened {holder['opened_at']:%Y-%m-%d %H:%M:%S} UTC): the rules "
-                f"charge every template attempt outside a session, WhatsApp one conversation per "
-                f"24 h")
-    return "WhatsApp reported no conversation of this stream around the template"
-
-
-def _why_user_only(d: dict, log: list[dict]) -> str:
-    at = d["started_at"]
-    answered = [m for m in log if m["direction"] == OUTBOUND and m["status"] in ("delivered",
-                                                                                 "read")
-                and at < m["sent_at"] < at + dt.timedelta(days=1)]
-    if not answered:
-        return ("the business sent no delivered message in the 24 h after it: WhatsApp charges a "
-                "user-initiated conversation only once the business answers")
-    return (f"the business answered ({answered[0]['message_id']} delivered "
-            f"{answered[0]['sent_at']:%Y-%m-%d %H:%M:%S} UTC) but WhatsApp reported no "
-            f"conversation of this stream")
-
-
-def _why_provider_only(d: dict, log: list[dict]) -> str:
-    at = d["opened_at"]
-    near = [m for m in log if abs(m["sent_at"] - at) <= dt.timedelta(days=1)]
-    if not near:
+def _wording(d: dict, f: dict) -> str:
+    """The plain words of billing-rules.md's cases, from the facts the query found."""
+    if d["kind"] == "type_mismatch":
+        return (f"WhatsApp reports a {d['provider_conversation_type']} conversation where the "
+                f"rules charged a {d['conversation_type']} start")
+    if d["kind"] == "ours_only" and d["conversation_type"] == BUSINESS_INITIATED:
+        if f["status_rank"] == 1:
+            return ("the template never reached delivered or read (status sent): WhatsApp "
+                    "opens a conversation only on delivery")
+        if f["holder_id"] is not None:
+            return (f"sent while WhatsApp already had conversation {f['holder_id']} of this "
+                    f"stream open (opened {f['holder_opened_at']:%Y-%m-%d %H:%M:%S} UTC): the "
+                    f"rules charge every template attempt outside a session, WhatsApp one "
+                    f"conversation per 24 h")
+        return "WhatsApp reported no conversation of this stream around the template"
+    if d["kind"] == "ours_only":
+        if f["answer_id"] is None:
+            return ("the business sent no delivered message in the 24 h after it: WhatsApp "
+                    "charges a user-initiated conversation only once the business answers")
+        return (f"the business answered ({f['answer_id']} delivered "
+                f"{f['answer_sent_at']:%Y-%m-%d %H:%M:%S} UTC) but WhatsApp reported no "
+                f"conversation of this stream")
+    if not f["near_messages"]:
         return ("our log has no message of this stream within 24 h of the opening: a message "
                 "missing from our log")
-    inbound = [m for m in near if m["direction"] == "inbound"
-               and at - dt.timedelta(days=1) < m["sent_at"] <= at]
-    if inbound:
-        last = max(inbound, key=lambda m: m["sent_at"])
-        return (f"the contact's session was already open in our log (inbound {last['message_id']}"
-                f" at {last['sent_at']:%Y-%m-%d %H:%M:%S} UTC): the rules charge a session once "
+    if f["inbound_id"] is not None:
+        return (f"the contact's session was already open in our log (inbound {f['inbound_id']} at "
+                f"{f['inbound_sent_at']:%Y-%m-%d %H:%M:%S} UTC): the rules charge a session once "
                 f"however long it runs, WhatsApp a new conversation every 24 h")
-    return (f"our log has {len(near)} message(s) of this stream within 24 h of the opening but "
-            f"the rules charged no start that pairs with it")
+    return (f"our log has {f['near_messages']} message(s) of this stream within 24 h of the "
+            f"opening but the rules charged no start that pairs with it")
 
 
-def _stream_messages(settings: Settings, days: list[dt.date], streams: set) -> dict:
+def _log_messages(settings: Settings, days: list[dt.date]) -> pa.Table:
+    """The message log of `days` (valid rows), with contact keys instead of contacts."""
     root = landing.location(settings.source)
     files = [f for d in days for f in landing.partition_files(root, d)]
-    if not files:
-        return {}
-    valid = landing.read_files(files).valid
-    lines = pa.array(sorted({s[0] for s in streams}), pa.string())
-    valid = valid.filter(pc.is_in(pc.cast(valid.column("line_id"), pa.string()), value_set=lines))
+    valid = landing.read_files(files).valid if files else landing.FILE_SCHEMA.empty_table()
     keys = contact_keys(pc.cast(valid.column("contact_id"), pa.string()),
                         settings.contact_key_secret)
-    out = defaultdict(list)
-    for row, key in zip(valid.select(["message_id", "line_id", "direction", "message_type",
-                                      "sent_at", "status"]).to_pylist(), keys.to_pylist()):
-        if (row["line_id"], key) in streams:
-            out[(row["line_id"], key)].append(row)
-    return out
+    return pa.table({
+        "message_id": valid.column("message_id"),
+        "line_id": pc.cast(valid.column("line_id"), pa.string()),
+        "contact_key": keys,
+        "direction": pc.cast(valid.column("direction"), pa.string()),
+        "status": pc.cast(valid.column("status"), pa.string()),
+        "sent_at": pc.cast(valid.column("sent_at"), pa.timestamp("us", "UTC")),
+    })
 
 
 def _reconciliation(day, ours, day_pairs, conv_rows, ours_only, provider_only, accepted_day):

@@ -82,3 +82,20 @@ def test_bench_data_is_generated_in_a_child_process(tmp_path):
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert probe.stdout.split()[-1] == "False"
     assert list((tmp_path).glob("day-2000-seed1-*/messages/date=*/_SUCCESS"))
+
+
+def test_provider_bench_times_billing_and_reconciliation_and_holds_the_share(tmp_path):
+    """The provider case bills the third day and reconciles the second, each in its own process,
+    prints both with the share, and fails when the share is above its target."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "3000", "--what", "provider", "--repeat", "1",
+         "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    rows = json.loads((tmp_path / "results" / "bench-provider.json").read_text())
+    assert [(r["kind"], r["impl"]) for r in rows] == [("provider", "billing"),
+                                                      ("provider", "provider")]
+    share = rows[1]["seconds"] / rows[0]["seconds"]
+    assert f"| 3,000 | {rows[0]['seconds']:.1f} s | {rows[1]['seconds']:.1f} s | {share:.0%} |" \
+        in done.stdout
+    assert (done.returncode != 0) == (share > 0.20)
+    assert bool(missed_targets(rows)) == (share > 0.20)
