@@ -81,7 +81,7 @@ def write_provider(out: Path, start: dt.date, days: int, seed: int, line_country
     deduped = deduplicate(batch.valid).table
     convs = simulate(deduped, rng)
     for k, c in enumerate(convs):
-        c["conversation_id"] = f"conv-{seed}-{k:09d}"
+        c["conversation_id"] = f"conv.{seed}.{k:09d}"
         c["billable"] = True
         user, business = rates[line_country[c["line_id"]]]
         known_cost = rng.random() < 0.8
@@ -111,7 +111,7 @@ def write_provider(out: Path, start: dt.date, days: int, seed: int, line_country
     extra = []
     for k in range(int(round(n * PROVIDER_ONLY)) if noise else 0):
         line = lines[int(rng.integers(len(lines)))]
-        extra.append({"conversation_id": f"conv-{seed}-extra-{k:06d}", "line_id": line,
+        extra.append({"conversation_id": f"conv.{seed}.extra.{k:06d}", "line_id": line,
                       "contact_id": f"+99{int(rng.integers(10**9, 10**10))}",
                       "conversation_type": BUSINESS_INITIATED,
                       "opened_at": first + int(rng.integers(0, days * DAY)),

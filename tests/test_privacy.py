@@ -53,10 +53,11 @@ def phone_numbers(source: Path) -> set[str]:
     """Every number of the landing zone that is, or sits where, a phone number: all contact ids
     as read (valid or not), and the planted ones; each with and without `+`, spaces removed."""
     found = set()
-    for path in sorted((source / "messages").rglob("*")):
+    for path in sorted([*(source / "messages").rglob("*"),
+                        *(source / "provider_conversations").rglob("*")]):
         if path.suffix not in (".parquet", ".csv", ".jsonl"):
             continue
-        raw = landing.read_raw(path)
+        raw = landing.read_raw(path, ("contact_id",), ())
         if "contact_id" in raw.column_names:
             found |= {str(v) for v in raw.column("contact_id").to_pylist() if v is not None}
     found |= {f"+55119000000{k:02d}" for k in range(1, 9)}
@@ -119,6 +120,14 @@ def test_no_phone_number_leaves_the_landing_zone(zone, tmp_path):
     outputs.append(command("reconcile", "--messages", str(zone / "messages"), "--out",
                            str(tmp_path / "starts.parquet"), env=env))
     outputs.append(command("restate", "--since", str(START), env=env))
+    # WhatsApp's side, with a bad row whose number sits in another column
+    second = START + dt.timedelta(days=1)  # the first day's last run failed above
+    (zone / "provider_conversations" / f"date={second}" / "bad.jsonl").write_text(json.dumps({
+        "conversation_id": "+5511900000007", "line_id": "L0011", "contact_id": "+5511900000008",
+        "conversation_type": "user_initiated", "opened_at": "yesterday"}) + "\n")
+    provider = command("reconcile-provider", "--date", str(second), env=env)
+    assert provider.returncode == 0, provider.stderr
+    outputs.append(provider)
     outputs.append(command("close", "--month", "2026-03", env=env))  # refused: days missing
     # the rest of March without traffic (and the failed first day again), so the month closes
     # and its invoices can be traced and exported

@@ -97,7 +97,7 @@ def test_the_tables_hold_exactly_the_injected_differences(zones, tmp_path, wareh
         expected.add(("provider_only", None, cid))
     assert differences(warehouse_url) == expected
     extra = rows(warehouse_url, "select explanation from billing.provider_differences"
-                                " where conversation_id like 'conv-21-extra-%'")
+                                " where conversation_id like 'conv.21.extra.%'")
     assert extra and all(e["explanation"].startswith("our log has no message of this stream")
                          for e in extra)
 
