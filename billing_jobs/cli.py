@@ -485,7 +485,7 @@ def parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("warehouse", help="the warehouse's schema and roles")
     wsub = w.add_subparsers(dest="action", required=True, metavar="ACTION",
-                            parser_class=OneLineParser)
+                            parser_class=OneLineParser, help="upgrade or grant-finance")
     wu = wsub.add_parser("upgrade", help="apply the schema migrations the warehouse lacks "
                                          "(runs do it too when the warehouse is behind)")
     wu.add_argument("--warehouse", help=WAREHOUSE_HELP)

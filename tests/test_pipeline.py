@@ -302,24 +302,34 @@ def test_a_briefly_locked_duckdb_file_is_waited_for(tmp_path, landing_zone):
 
 
 def test_postgresql_runs_of_one_date_do_not_interleave(pg_url, landing_zone, tmp_path):
+    """Two runs of one date serialise on the date's row of billing.job_locks: a run that cannot
+    get it in time fails naming who holds it; another date is not blocked; a patient run goes
+    through once the holder lets go."""
     import threading
 
     from billing_jobs.errors import WarehouseError
 
     settings = Settings.resolve(source=str(landing_zone), warehouse_url=pg_url,
                                 staging=str(tmp_path / "staging"), lock_wait_s="1")
-    engine = sa.create_engine(pg_url)
+    assert sequence.run_day(settings, DAYS[1])["published"]  # the schema, job_locks included
+    engine = sa.create_engine(pg_url, connect_args={"application_name": "billing-jobs"})
     holder = engine.connect()
-    holder.execute(sa.text("select pg_advisory_lock(hashtext(:k))"), {"k": f"billing_date:{DAYS[0]}"})
+    pid = holder.execute(sa.text("select pg_backend_pid()")).scalar()
+    holder.execute(sa.text("insert into billing.job_locks values (:k) on conflict do nothing"),
+                   {"k": f"billing_date:{DAYS[0]}"})
+    holder.execute(sa.text("select * from billing.job_locks where name = :k for update"),
+                   {"k": f"billing_date:{DAYS[0]}"}).all()
     try:
-        with pytest.raises(WarehouseError, match=f"billing date {DAYS[0]} is being published"):
+        with pytest.raises(WarehouseError, match=rf"billing date {DAYS[0]}: publish: gave up "
+                                                 rf"after 1 s waiting for a lock held by pid "
+                                                 rf"{pid} \(user postgres, billing-jobs, idle in "
+                                                 rf"transaction since "):
             sequence.run_day(settings, DAYS[0])
         # another date is not blocked
-        assert sequence.run_day(settings, DAYS[1])["published"]
+        assert sequence.run_day(settings, DAYS[2])["published"]
         # with a longer wait, the run goes through once the other run lets go
         patient = dataclasses.replace(settings, lock_wait_s=60)
-        threading.Timer(2, lambda: holder.execute(sa.text("select pg_advisory_unlock_all()"))
-                        ).start()
+        threading.Timer(2, holder.commit).start()
         assert sequence.run_day(patient, DAYS[0])["published"]
     finally:
         holder.close()
@@ -336,8 +346,9 @@ def test_finance_queries_run_and_round_totals_half_up(settings):
     for name in ("published_invoice_lines", "starts_by_day_and_type", "quarantine_by_reason"):
         assert run_query(name, settings)[1], name
     columns, rows = run_query("monthly_totals_by_customer", settings)
+    assert {r[columns.index("status")] for r in rows} == {"open"}
     exact = {r[1]: Decimal(r[columns.index("exact_amount")]) for r in rows}
-    shown = {r[1]: Decimal(r[columns.index("invoice_total")]) for r in rows}
+    shown = {r[1]: Decimal(r[columns.index("total")]) for r in rows}
     (total,) = query(settings, "select sum(amount) from billing.invoice_lines")[0]
     assert sum(exact.values()) == Decimal(total)
     assert shown == {c: a.quantize(Decimal("0.01"), ROUND_HALF_UP) for c, a in exact.items()}
