@@ -49,6 +49,14 @@ def _number(text: str) -> int:
     return value
 
 
+def _days(args: argparse.Namespace) -> list[dt.date]:
+    """--date, or the inclusive range --date..--to."""
+    last = args.to or args.date
+    if last < args.date:
+        raise UsageError(f"--to {last} is before --date {args.date}")
+    return [args.date + dt.timedelta(days=k) for k in range((last - args.date).days + 1)]
+
+
 def _settings(args: argparse.Namespace, *, source: bool = False, warehouse: bool = True):
     """Settings from the command's flags, the environment and the defaults, checked before any
     work: a bad URL or a missing folder fails in the first second, not after the write."""
@@ -119,9 +127,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
                                 warehouse_url=args.warehouse)
     warnings = []
     if args.date:
-        last = args.to or args.date
-        if last < args.date:
-            raise UsageError(f"--to {last} is before --date {args.date}")
+        last = _days(args)[-1]
         settings.check_source()
         missing = explain.missing_history(settings.source, args.date)
         if missing:
@@ -165,13 +171,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     from billing_jobs import sequence
     from billing_jobs.restate import unbilled_days
 
-    last = args.to or args.date
-    if last < args.date:
-        raise UsageError(f"--to {last} is before --date {args.date}")
+    days = _days(args)
+    last = days[-1]
     settings = _settings(args, source=True)
     settings.check_expectations()
     _say_secret(settings)
-    days = [args.date + dt.timedelta(days=k) for k in range((last - args.date).days + 1)]
     summary = []
     for i, day in enumerate(days, start=1):
         print(f"[{i}/{len(days)}] {day}: ", end="", flush=True)
@@ -260,14 +264,11 @@ def cmd_restate(args: argparse.Namespace) -> None:
 def cmd_reconcile_provider(args: argparse.Namespace) -> None:
     from billing_jobs.provider_reconcile import reconcile_day
 
-    last = args.to or args.date
-    if last < args.date:
-        raise UsageError(f"--to {last} is before --date {args.date}")
+    days = _days(args)
     settings = _settings(args, source=True)
     settings.check_expectations()
     _say_secret(settings)
-    day = args.date
-    while day <= last:
+    for day in days:
         try:
             c = reconcile_day(settings, day, args.tolerance_minutes)
         except BillingError as exc:
@@ -276,7 +277,6 @@ def cmd_reconcile_provider(args: argparse.Namespace) -> None:
               f"{c['type_mismatch']:,}, ours only {c['ours_only']:,}; WhatsApp only "
               f"{c['provider_only']:,}; provider rows {c['rows_read']:,} read, "
               f"{c['quarantined']:,} quarantined (run {c['run_id']})", flush=True)
-        day += dt.timedelta(days=1)
 
 
 def _month(text: str) -> dt.date:
@@ -344,15 +344,8 @@ def cmd_warehouse_grant_finance(args: argparse.Namespace) -> None:
     from billing_jobs import migrate, warehouse
 
     settings = _settings(args)
-    engine = warehouse.create_engine(settings.warehouse_url)
-    try:
-        with warehouse.connect(engine, settings.lock_wait_s) as conn:
-            migrate.ensure_current(conn, settings.schema, settings.lock_wait_s)
-            with warehouse.write_transaction(conn, settings.lock_wait_s,
-                                             f"granting {args.role} read access"):
-                warehouse.grant_finance(conn, settings.schema, args.role)
-    finally:
-        engine.dispose()
+    with migrate.writing(settings, f"granting {args.role} read access") as conn:
+        warehouse.grant_finance(conn, settings.schema, args.role)
     print(f"{args.role}: may read schema {settings.schema} (SELECT only, tables made later too); "
           f"grant it to people with: grant {args.role} to <user>;")
 

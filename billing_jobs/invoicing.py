@@ -156,23 +156,16 @@ def _signed(amount: Decimal) -> str:
 def close_month(settings: Settings, month: dt.date) -> list[dict]:
     """Issue the month's invoices; [] if it was closed already. Raises CloseRefused."""
     month = month_start(month)
-    engine = warehouse.create_engine(settings.warehouse_url)
     schema = settings.schema
-    try:
-        with warehouse.connect(engine, settings.lock_wait_s) as conn:
-            migrate.ensure_current(conn, schema, settings.lock_wait_s)
-            with warehouse.write_transaction(conn, settings.lock_wait_s,
-                                             f"closing {month:%Y-%m}"):
-                warehouse.hold(conn, schema, "close")
-                # exclusive: publishes of the month's days finish first, or wait for this close
-                # and then book their differences as adjustments (publish.py)
-                warehouse.hold(conn, schema, warehouse.month_lock(month))
-                if _is_closed(conn, schema, month):
-                    return []
-                _refuse_incomplete(conn, schema, month)
-                return _issue(conn, schema, month)
-    finally:
-        engine.dispose()
+    with migrate.writing(settings, f"closing {month:%Y-%m}") as conn:
+        warehouse.hold(conn, schema, "close")
+        # exclusive: publishes of the month's days finish first, or wait for this close and
+        # then book their differences as adjustments (publish.py)
+        warehouse.hold(conn, schema, warehouse.month_lock(month))
+        if _is_closed(conn, schema, month):
+            return []
+        _refuse_incomplete(conn, schema, month)
+        return _issue(conn, schema, month)
 
 
 def _refuse_incomplete(conn: sa.Connection, schema: str, month: dt.date) -> None:

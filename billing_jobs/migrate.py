@@ -9,6 +9,7 @@ comments are derived, so they always match the code that made them.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -45,6 +46,22 @@ def ensure_current(conn: sa.Connection, schema: str, wait_s: float) -> None:
         raise WarehouseError(f"warehouse schema {schema} is at revision {current}, newer than this "
                              f"code knows ({HEAD}): deploy the newer billing-jobs")
     upgrade(conn, schema, wait_s)
+
+
+@contextmanager
+def writing(settings, doing: str, wait_s: float | None = None):
+    """A connection inside a bounded write transaction on a current schema: what every writer of
+    the warehouse opens (publish, close, failure records, grants, provider runs). `doing` names
+    the work in the one line a lock wait that runs out ends with."""
+    wait_s = settings.lock_wait_s if wait_s is None else wait_s
+    engine = warehouse.create_engine(settings.warehouse_url)
+    try:
+        with warehouse.connect(engine, wait_s) as conn:
+            ensure_current(conn, settings.schema, wait_s)
+            with warehouse.write_transaction(conn, wait_s, doing):
+                yield conn
+    finally:
+        engine.dispose()
 
 
 def upgrade(conn: sa.Connection, schema: str, wait_s: float) -> tuple[str | None, str]:

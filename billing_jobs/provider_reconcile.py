@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import uuid
 from decimal import Decimal
 
@@ -29,6 +30,7 @@ from billing_jobs.provider_pairing import MATCHED, MINUTE, TYPE_MISMATCH, pair
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
 from billing_jobs.reference_data import load_reference
 
+log = logging.getLogger(__name__)
 DAY_TABLES = ("provider_conversations", "provider_pairs", "provider_differences",
               "provider_reconciliation", "provider_quarantined")
 KEY = ("customer_id", "country", "conversation_type")
@@ -379,25 +381,18 @@ def check(result: dict, settings: Settings) -> None:
 
 
 def publish(settings: Settings, day: dt.date, result: dict, run: dict) -> None:
+    """Replace the day in every provider table, and record the run, in one transaction."""
     schema = settings.schema
-    engine = warehouse.create_engine(settings.warehouse_url)
-    try:
-        with warehouse.connect(engine, settings.lock_wait_s) as conn:
-            migrate.ensure_current(conn, schema, settings.lock_wait_s)
-            with warehouse.write_transaction(conn, settings.lock_wait_s,
-                                             f"billing date {day}: provider publish"):
-                warehouse.hold(conn, schema, f"provider:{day}")
-                for name in DAY_TABLES:
-                    conn.execute(sa.text(f"delete from {schema}.{name} where billing_date = :d"),
-                                 {"d": day})
-                for name in DAY_TABLES:
-                    data = result[name]
-                    if not isinstance(data, pa.Table):
-                        data = _table(data)
-                    warehouse.insert_arrow(conn, schema, name, data)
-                _record(conn, schema, run)
-    finally:
-        engine.dispose()
+    with migrate.writing(settings, f"billing date {day}: provider publish") as conn:
+        warehouse.hold(conn, schema, f"provider:{day}")
+        for name in DAY_TABLES:
+            conn.execute(sa.text(f"delete from {schema}.{name} where billing_date = :d"),
+                         {"d": day})
+        for name in DAY_TABLES:
+            data = result[name]
+            warehouse.insert_arrow(conn, schema, name,
+                                   data if isinstance(data, pa.Table) else _table(data))
+        _record(conn, schema, run)
 
 
 def _table(rows: list[dict]) -> pa.Table:
@@ -429,14 +424,9 @@ def _record(conn, schema: str, run: dict) -> None:
 def record_failure(settings: Settings, run: dict) -> None:
     """A failed provider run, recorded when the warehouse answers; never hides the cause."""
     try:
-        engine = warehouse.create_engine(settings.warehouse_url)
-        try:
-            with warehouse.connect(engine, min(settings.lock_wait_s, 30)) as conn:
-                migrate.ensure_current(conn, settings.schema, settings.lock_wait_s)
-                with warehouse.write_transaction(conn, settings.lock_wait_s, "recording"):
-                    _record(conn, settings.schema, run)
-        finally:
-            engine.dispose()
-    except Exception:  # noqa: BLE001 - the caller reports the original error
-        pass
-
+        with migrate.writing(settings, f"billing date {run['billing_date']}: recording the "
+                                       f"provider failure", min(settings.lock_wait_s, 30)) as conn:
+            _record(conn, settings.schema, run)
+    except Exception as exc:  # noqa: BLE001 - the caller reports the original error
+        log.warning("could not record the failed provider run of %s: %s", run["billing_date"],
+                    redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))

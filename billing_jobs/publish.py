@@ -45,27 +45,19 @@ def publish(settings: Settings, folder: RunFolder) -> dict:
     tables["conversation_starts"] = starts_path
     tables["quarantined_messages"] = _with_partition_dates(tables["quarantined_messages"])
     schema = settings.schema
-    engine = warehouse.create_engine(settings.warehouse_url)
-    try:
-        with warehouse.connect(engine, settings.lock_wait_s) as conn:
-            migrate.ensure_current(conn, schema, settings.lock_wait_s)
-            with warehouse.write_transaction(conn, settings.lock_wait_s,
-                                             f"billing date {day}: publish"):
-                # shared with the other days of the month, exclusive against its close: a close
-                # waits for this publish, or this publish sees the month closed and books the
-                # difference as adjustments, in this same transaction
-                warehouse.hold(conn, schema, warehouse.month_lock(day), shared=True)
-                warehouse.hold(conn, schema, warehouse.billing_date_lock(day))
-                warehouse.store_reference(conn, schema, reference)
-                adjustments = invoicing.book_adjustments(
-                    conn, schema, day, lambda: pq.read_table(starts_path), run.run_id,
-                    f"{day} published again by run {run.run_id} "
-                    f"(inputs {run.input_fingerprint[:12]})")
-                warehouse.replace_day(conn, schema, day, tables)
-                _record_conflicts(conn, schema, run, tables["quarantined_messages"])
-                warehouse.record_run(conn, schema, run_row(run, "published", amount))
-    finally:
-        engine.dispose()
+    with migrate.writing(settings, f"billing date {day}: publish") as conn:
+        # shared with the other days of the month, exclusive against its close: a close waits
+        # for this publish, or this publish sees the month closed and books the difference as
+        # adjustments, in this same transaction
+        warehouse.hold(conn, schema, warehouse.month_lock(day), shared=True)
+        warehouse.hold(conn, schema, warehouse.billing_date_lock(day))
+        warehouse.store_reference(conn, schema, reference)
+        adjustments = invoicing.book_adjustments(
+            conn, schema, day, lambda: pq.read_table(starts_path), run.run_id,
+            f"{day} published again by run {run.run_id} (inputs {run.input_fingerprint[:12]})")
+        warehouse.replace_day(conn, schema, day, tables)
+        _record_conflicts(conn, schema, run, tables["quarantined_messages"])
+        warehouse.record_run(conn, schema, run_row(run, "published", amount))
     return {**run.counts, "amount": amount, "run_id": run.run_id, "adjustments": adjustments}
 
 
@@ -118,17 +110,10 @@ def record_failure(settings: Settings, day: dt.date, run_id: str, step: str, rea
     reason = redact(" ".join(reason.split()))[:MAX_REASON]
     run = _what_is_known(folder, day, run_id, started)
     try:
-        engine = warehouse.create_engine(settings.warehouse_url)
-        try:
-            wait_s = min(settings.lock_wait_s, 30)
-            with warehouse.connect(engine, wait_s) as conn:
-                migrate.ensure_current(conn, settings.schema, wait_s)
-                with warehouse.write_transaction(conn, wait_s, f"billing date {day}: "
-                                                 f"recording the failure"):
-                    warehouse.record_run(conn, settings.schema,
-                                         run_row(run, "failed", step=step, error=reason))
-        finally:
-            engine.dispose()
+        with migrate.writing(settings, f"billing date {day}: recording the failure",
+                             min(settings.lock_wait_s, 30)) as conn:
+            warehouse.record_run(conn, settings.schema,
+                                 run_row(run, "failed", step=step, error=reason))
     except Exception as exc:  # noqa: BLE001 - reporting must not hide the original cause
         log.warning("could not record the failure of %s in billing_runs: %s", day,
                     redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
