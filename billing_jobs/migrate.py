@@ -73,12 +73,12 @@ def upgrade(conn: sa.Connection, schema: str, wait_s: float) -> tuple[str | None
     if conn.in_transaction():
         conn.commit()
     with warehouse.write_transaction(conn, wait_s, f"upgrading warehouse schema {schema}"):
-        conn.execute(sa.text(f"create schema if not exists {schema}"))
-        if conn.dialect.name == "postgresql":
+        if conn.dialect.name == "postgresql":  # one upgrade at a time, schema creation included
             if warehouse.has_table(conn, schema, "job_locks"):
                 warehouse.hold(conn, schema, "schema")
             else:
                 conn.execute(sa.text(f"select pg_advisory_xact_lock({BOOTSTRAP_LOCK})"))
+        conn.execute(sa.text(f"create schema if not exists {schema}"))
         before = revision(conn, schema)  # again, now that no other upgrade runs beside us
         if before != HEAD:
             _drop_views(conn, schema)

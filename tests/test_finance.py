@@ -417,3 +417,22 @@ def test_a_renamed_customer_is_one_current_customer(zone, tmp_path, warehouse_ur
     current = rows(warehouse_url, "select * from billing.current_customers")
     assert len(current) == len({c["customer_id"] for c in current})
     assert [c["name"] for c in current if c["customer_id"] == "C001"] == ["Customer One GmbH"]
+
+
+def test_runs_starting_side_by_side_on_an_empty_warehouse_create_it_once(pg_url):
+    """The first runs of a backfill upgrade an empty PostgreSQL warehouse at the same moment:
+    one creates the schema, the others wait for it and find it current."""
+    def upgrade() -> tuple:
+        engine = warehouse.create_engine(pg_url)
+        try:
+            with engine.connect() as conn:
+                return migrate.upgrade(conn, "billing", 60)
+        finally:
+            engine.dispose()
+
+    threads = [_in_thread(upgrade) for _ in range(4)]
+    results = sorted((r.result() for r in threads), key=str)
+    assert results.count((None, migrate.HEAD)) == 1
+    assert results.count((migrate.HEAD, migrate.HEAD)) == 3
+    assert rows(pg_url, "select version_num from billing.alembic_version") == [
+        {"version_num": migrate.HEAD}]
