@@ -155,10 +155,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
         raise UsageError(f"no messages for line {args.line} and contact key {key} in {where}")
     if args.warehouse or os.environ.get("BILLING_WAREHOUSE_URL"):
         settings.check_warehouse()
-        billed = explain.invoices_of(settings.warehouse_url, settings.schema,
-                                     settings.lock_wait_s,
-                                     [r["message_id"] for r in rows if r["billing_date"]])
-        canonical, rows, summary = explain.timeline(batch, args.line, args.contact, ref, billed)
+        explain.add_invoices(rows, settings.warehouse_url, settings.schema, settings.lock_wait_s)
     if args.format == "csv":
         print(explain.render_csv(rows))
     elif args.format == "json":

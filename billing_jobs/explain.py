@@ -47,8 +47,8 @@ def missing_history(source: str, first: dt.date) -> list[dt.date]:
             if not (root / "messages" / f"date={d}").is_dir()]
 
 
-def timeline(batch: Batch, line_id: str, contact: str, ref: Reference | None,
-             invoices: dict[str, tuple[int, int]] | None = None) -> tuple[str, list[dict], dict]:
+def timeline(batch: Batch, line_id: str, contact: str, ref: Reference | None
+             ) -> tuple[str, list[dict], dict]:
     """The stream's rows (FIELDS) and a summary; the canonical contact is the spelling found."""
     valid = batch.valid
     on_line = valid.filter(pc.equal(valid.column("line_id"), line_id))
@@ -74,8 +74,6 @@ def timeline(batch: Batch, line_id: str, contact: str, ref: Reference | None,
             rate = _rate(ref, line_id, d.outcome, m.sent_at) if ref else None
             if rate is not None:
                 row["unit_price"], row["currency"] = rate.unit_price, rate.currency
-            if invoices and m.message_id in invoices:
-                row["invoice_number"], row["invoice_item"] = invoices[m.message_id]
         out.append(row)
     summary = {"messages": len(decisions), "starts": sum(d.charged for d in decisions),
                "duplicates": result.duplicates, "conflicts": result.conflicts,
@@ -91,8 +89,15 @@ def _rate(ref: Reference, line_id: str, kind: str, at: dt.datetime):
                  and r.applies_at(at)), None)
 
 
-def invoices_of(url: str, schema: str, wait_s: float, ids: list[str]) -> dict[str, tuple]:
-    """(invoice number, item) of every id billed on an issued invoice; read only."""
+def add_invoices(rows: list[dict], url: str, schema: str, wait_s: float) -> None:
+    """Each charge's issued invoice and item, read from the warehouse (read only)."""
+    billed = _invoices_of(url, schema, wait_s, [r["message_id"] for r in rows if r["billing_date"]])
+    for row in rows:
+        row["invoice_number"], row["invoice_item"] = billed.get(row["message_id"], (None, None))
+
+
+def _invoices_of(url: str, schema: str, wait_s: float, ids: list[str]) -> dict[str, tuple]:
+    """(invoice number, item) of every id billed on an issued invoice."""
     if not ids:
         return {}
     engine = warehouse.create_engine(url, read_only=True)

@@ -299,15 +299,14 @@ def provider_dates(params: dict, logical_date: dt.datetime | None, run_type: str
 def provider_partition_ready(day: str, run_type: str) -> bool:
     """Scheduled and asset-triggered runs wait for WhatsApp's partition of the day (its
     `_SUCCESS`); a manual or backfill run reconciles what has landed."""
-    from billing_jobs.landing import location
-    from billing_jobs.provider_records import FOLDER
+    from billing_jobs.provider_records import partition_complete
 
     with step("wait_for_provider_partition", day):
-        folder = location(settings().source) / FOLDER / f"date={day}"
         if run_type not in (*WAITING_RUN_TYPES, "asset_triggered"):
             return True
-        done = (folder / "_SUCCESS").exists()
-        log.info("waiting for %s: %s", folder / "_SUCCESS", "present" if done else "not yet")
+        done = partition_complete(settings().source, dt.date.fromisoformat(day))
+        log.info("waiting for WhatsApp's partition of %s: %s", day,
+                 "complete" if done else "not yet")
         return done
 
 
@@ -315,18 +314,17 @@ def reconcile_provider(day: str, tolerance_minutes: int, only_if_ready: bool) ->
     """One day of provider reconciliation. With `only_if_ready` (a neighbour of a day that was
     just published), a day not published yet or whose provider partition is not complete is
     skipped: its own events reconcile it; otherwise those are errors, as on the command line."""
-    from billing_jobs.landing import location
     from billing_jobs.provider_reconcile import is_published, reconcile_day
-    from billing_jobs.provider_records import FOLDER
+    from billing_jobs.provider_records import partition_complete
 
     with step("reconcile_provider", day):
         config = settings()
+        date = dt.date.fromisoformat(day)
         if only_if_ready:
-            landed = (location(config.source) / FOLDER / f"date={day}" / "_SUCCESS").exists()
-            if not landed or not is_published(config, dt.date.fromisoformat(day)):
+            if not partition_complete(config.source, date) or not is_published(config, date):
                 log.info("%s: not published or its provider partition not complete: skipped", day)
                 return {"billing_date": day, "skipped": "not ready"}
-        done = reconcile_day(config, dt.date.fromisoformat(day), tolerance_minutes)
+        done = reconcile_day(config, date, tolerance_minutes)
         log.info("%s: our starts %s, matched %s, type mismatch %s, ours only %s, WhatsApp only "
                  "%s (run %s)", day, done["our_starts"], done["matched"], done["type_mismatch"],
                  done["ours_only"], done["provider_only"], done["run_id"])

@@ -12,7 +12,6 @@ for D: the pairs and `ours_only` of D's starts, and the `provider_only` conversa
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import uuid
 from decimal import Decimal
@@ -26,6 +25,7 @@ from billing_jobs import audit, landing, migrate, provider_records, warehouse
 from billing_jobs.config import Settings
 from billing_jobs.contract import BUSINESS_INITIATED
 from billing_jobs.errors import RunError, one_line, redact
+from billing_jobs.identity import partition_of
 from billing_jobs.provider_pairing import MATCHED, MINUTE, TYPE_MISMATCH, pair
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
 from billing_jobs.reference_data import load_reference
@@ -98,14 +98,12 @@ def compute_day(settings: Settings, day: dt.date, run_id: str, tolerance_minutes
     mismatches = [(start_rows[m], conv_rows[c]) for m, c, k in day_pairs if k == TYPE_MISMATCH]
     differences = _differences(ours_only.to_pylist(), provider_only.to_pylist(), mismatches)
     explain(differences, settings, days, convs)
+    accepted_day = convs.filter(pc.equal(convs.column("billing_date"), pa.scalar(day, pa.date32())))
     reconciliation = _reconciliation(day, ours.to_pylist(), day_pairs, conv_rows,
                                      ours_only.to_pylist(), provider_only.to_pylist(),
-                                     convs.filter(pc.equal(convs.column("billing_date"),
-                                                           pa.scalar(day, pa.date32())))
-                                     .to_pylist())
-    accepted_day = convs.filter(pc.equal(convs.column("billing_date"), pa.scalar(day, pa.date32())))
+                                     accepted_day.to_pylist())
     quarantined_day = _of_partition(batch.quarantined, day)
-    rows_read = _rows_read(settings.source, day)
+    rows_read = batch.rows_read[day]
     counts = {
         "rows_read": rows_read, "accepted": accepted_day.num_rows,
         "quarantined": quarantined_day.num_rows,
@@ -318,19 +316,8 @@ def _conversation_rows(accepted: pa.Table, run_id: str) -> pa.Table:
 
 
 def _of_partition(quarantined: pa.Table, day: dt.date) -> pa.Table:
-    part = f"date={day}"
-    keep = [part in str(f).replace("\\", "/").split("/") for f in
-            quarantined.column("source_file").to_pylist()]
+    keep = [partition_of(str(f)) == day for f in quarantined.column("source_file").to_pylist()]
     return quarantined.filter(pa.array(keep, pa.bool_()))
-
-
-def _rows_read(source: str, day: dt.date) -> int:
-    total = 0
-    for path in provider_records.partition_files(source, day):
-        raw = landing.read_raw(path, provider_records.COLUMNS, ())
-        total += raw.num_rows + len(json.loads((raw.schema.metadata or {}).get(
-            landing.MALFORMED.encode(), b"[]")))
-    return total
 
 
 def _quarantine_rows(quarantined: pa.Table, day: dt.date, run_id: str, secret: str) -> pa.Table:
@@ -416,9 +403,7 @@ def run_row(run_id: str, day: dt.date, started: dt.datetime, status: str, result
 
 
 def _record(conn, schema: str, run: dict) -> None:
-    columns = ", ".join(run)
-    values = ", ".join(f":{k}" for k in run)
-    conn.execute(sa.text(f"insert into {schema}.provider_runs ({columns}) values ({values})"), run)
+    warehouse.insert_row(conn, schema, "provider_runs", run)
 
 
 def record_failure(settings: Settings, run: dict) -> None:

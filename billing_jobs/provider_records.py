@@ -74,8 +74,12 @@ VALID_SCHEMA = pa.schema([
 class ProviderBatch:
     valid: pa.Table  # one row per conversation (VALID_SCHEMA)
     quarantined: pa.Table  # source_file, source_row, conversation_id, reason, record
-    rows_read: int
-    duplicates: int
+    rows_read: dict[dt.date, int]  # rows per partition, malformed lines included
+
+
+def partition_complete(source: str | Path, day: dt.date) -> bool:
+    """Whether WhatsApp's partition of `day` has its `_SUCCESS` marker."""
+    return (location(source) / FOLDER / f"date={day}" / "_SUCCESS").exists()
 
 
 def partition_files(source: str | Path, day: dt.date) -> list[Path]:
@@ -87,19 +91,19 @@ def partition_files(source: str | Path, day: dt.date) -> list[Path]:
 
 def read(source: str | Path, days: list[dt.date], lines: set[str]) -> ProviderBatch:
     """The provider partitions of `days`, validated and deduplicated by conversation id."""
-    valid, quarantined, rows = [], [], 0
+    valid, quarantined, rows = [], [], dict.fromkeys(days, 0)
     for day in days:
         for path in partition_files(source, day):
             raw = read_raw(path, COLUMNS, ())
-            rows += raw.num_rows + len(json.loads((raw.schema.metadata or {}).get(
+            rows[day] += raw.num_rows + len(json.loads((raw.schema.metadata or {}).get(
                 MALFORMED.encode(), b"[]")))
             ok, bad = validate(raw, str(path), day, lines)
             valid.append(ok)
             quarantined.append(bad)
     table = pa.concat_tables(valid) if valid else VALID_SCHEMA.empty_table()
     bad = pa.concat_tables(quarantined) if quarantined else _quarantine_schema().empty_table()
-    table, conflicts, duplicates = deduplicate(table)
-    return ProviderBatch(table, pa.concat_tables([bad, conflicts]), rows, duplicates)
+    table, conflicts, _ = deduplicate(table)
+    return ProviderBatch(table, pa.concat_tables([bad, conflicts]), rows)
 
 
 def validate(raw: pa.Table, source_file: str, partition_date: dt.date | None,
@@ -214,7 +218,8 @@ def deduplicate(table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
                            if k not in ("source_file", "source_row")}, sort_keys=True)
                for r in conflicts.to_pylist()]
     quarantined = pa.table({
-        "source_file": conflicts.column("source_file"), "source_row": conflicts.column("source_row"),
+        "source_file": conflicts.column("source_file"),
+        "source_row": conflicts.column("source_row"),
         "conversation_id": conflicts.column("conversation_id"),
         "reason": pa.array([CONFLICTING_DUPLICATE] * conflicts.num_rows, pa.string()),
         "record": pa.array(records, pa.string())}, schema=_quarantine_schema())

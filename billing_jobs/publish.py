@@ -11,6 +11,7 @@ import json
 import logging
 from decimal import Decimal
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -63,8 +64,6 @@ def publish(settings: Settings, folder: RunFolder) -> dict:
 
 def _with_partition_dates(quarantined):
     """Each bad row's own partition date, so finance counts it once (view quarantined_rows)."""
-    import pyarrow as pa
-
     dates = [partition_of(str(f)) for f in quarantined.column("source_file").to_pylist()]
     return quarantined.append_column("partition_date", pa.array(dates, pa.date32()))
 
@@ -72,8 +71,6 @@ def _with_partition_dates(quarantined):
 def _record_conflicts(conn, schema: str, run: StagedRun, quarantined) -> None:
     """The conflicting copies this run found, per id and partition (identity.py): the runs of
     the other days they reach quarantine them too, and restatement re-bills those days."""
-    import pyarrow.compute as pc
-
     found = quarantined.filter(pc.equal(quarantined.column("reason"), CONFLICTING_DUPLICATE))
     copies = {(m, partition_of(str(f))) for m, f in zip(found.column("message_id").to_pylist(),
                                                         found.column("source_file").to_pylist())}

@@ -334,6 +334,11 @@ def store_reference(conn: sa.Connection, schema: str, reference) -> None:
 
 def record_run(conn: sa.Connection, schema: str, run: dict) -> None:
     conn.execute(sa.text(f"delete from {schema}.billing_runs where run_id = :run_id"), run)
-    columns = ", ".join(run)
-    values = ", ".join(f":{k}" for k in run)
-    conn.execute(sa.text(f"insert into {schema}.billing_runs ({columns}) values ({values})"), run)
+    insert_row(conn, schema, "billing_runs", run)
+
+
+def insert_row(conn: sa.Connection, schema: str, table: str, row: dict) -> None:
+    """One row, its keys the column names (run records)."""
+    columns = ", ".join(row)
+    values = ", ".join(f":{k}" for k in row)
+    conn.execute(sa.text(f"insert into {schema}.{table} ({columns}) values ({values})"), row)

@@ -86,3 +86,14 @@ def write_day(settings, day: dt.date, shards: int = 1):
         sequence.write_shard(settings, folder, k)
     sequence.combine(settings, folder)
     return folder
+
+
+def warehouse_rows(url: str, sql: str, **params) -> list[dict]:
+    """The rows of one query on a warehouse, as dicts."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        out = [dict(r._mapping) for r in conn.execute(sa.text(sql), params).all()]
+    engine.dispose()
+    return out

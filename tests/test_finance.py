@@ -22,6 +22,7 @@ from billing_jobs import invoicing, migrate, sequence, warehouse
 from billing_jobs.config import Settings
 from billing_jobs.errors import WarehouseError
 from billing_jobs.generate import generate
+from helpers import warehouse_rows as rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DAYS = [dt.date(2026, 2, 1) + dt.timedelta(days=k) for k in range(3)]
@@ -42,14 +43,6 @@ def zone(tmp_path_factory) -> Path:
 def settings_for(zone: Path, tmp_path: Path, url: str, **extra) -> Settings:
     return Settings.resolve(source=str(zone), warehouse_url=url,
                             staging=str(tmp_path / "staging"), **extra)
-
-
-def rows(url: str, sql: str, **params) -> list[dict]:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        out = [dict(r._mapping) for r in conn.execute(sa.text(sql), params).all()]
-    engine.dispose()
-    return out
 
 
 def snapshot(url: str, columns: dict[str, list[str]]) -> dict[str, list[tuple]]:
@@ -179,9 +172,7 @@ def test_finance_sql_runs_unchanged_in_psql_and_duckdb(zone, tmp_path, pg_url):
     try:
         for path in files:
             if path.parent.name != "roles":  # roles are PostgreSQL's
-                con.execute(path.read_text())
-                if path.parent.name == "queries":
-                    assert con.fetchall() is not None
+                con.execute(path.read_text())  # raises on any error
     finally:
         con.close()
 
@@ -215,7 +206,7 @@ def test_a_month_closed_while_its_days_publish_loses_nothing(zone, tmp_path, war
             conn.execute(sa.text("commit"))
         blocker.dispose()
         published, invoices = publishing.result(), closing.result()
-        assert published["adjustments"] == []  # published before the close: on the invoice
+        assert invoices and published["adjustments"] == []  # published first: on the invoice
     else:
         # one process writes a DuckDB file at a time: both start while a session holds it and
         # retry until it lets go, then run one after the other, in either order
@@ -227,8 +218,7 @@ def test_a_month_closed_while_its_days_publish_loses_nothing(zone, tmp_path, war
         holder.close()
         assert publishing.wait(timeout=600) == 0, publishing.stderr.read()
         assert closing.wait(timeout=600) == 0, closing.stderr.read()
-        invoices = None
-    assert invoices is None or invoices
+        invoices = None  # issued in the subprocess; the identity below checks them
     _assert_published_is_invoiced_plus_adjusted(warehouse_url, FEB[0])
     assert rows(warehouse_url, "select count(*) as n from billing.conversation_starts"
                                " where message_id like 'late-%'")[0]["n"] == 5

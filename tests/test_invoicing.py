@@ -18,6 +18,7 @@ from billing_jobs import invoicing, iso, sequence
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
 from billing_jobs.reference_data import load_reference
+from helpers import warehouse_rows
 
 FEB = [dt.date(2026, 2, 1) + dt.timedelta(days=k) for k in range(28)]
 MAR = [dt.date(2026, 3, 1) + dt.timedelta(days=k) for k in range(31)]
@@ -62,11 +63,7 @@ def settings(landing_zone, tmp_path, warehouse_url):
 
 
 def rows(settings: Settings, sql: str, **params) -> list[dict]:
-    engine = sa.create_engine(settings.warehouse_url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        out = [dict(r._mapping) for r in conn.execute(sa.text(sql), params).all()]
-    engine.dispose()
-    return out
+    return warehouse_rows(settings.warehouse_url, sql, **params)
 
 
 def issued(settings: Settings) -> list[tuple]:

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from billing_jobs import sequence
 from billing_jobs.config import Settings
@@ -22,6 +21,7 @@ from billing_jobs.generate import RATES, generate
 from billing_jobs.generate_provider import MANIFEST, write_provider
 from billing_jobs.provider_reconcile import reconcile_day
 from billing_jobs.reference_data import load_reference
+from helpers import warehouse_rows as rows
 
 DAYS = [dt.date(2026, 3, 1) + dt.timedelta(days=k) for k in range(4)]
 
@@ -39,14 +39,6 @@ def zones(tmp_path_factory) -> tuple[Path, Path]:
     write_provider(clean, DAYS[0], len(DAYS), 21, {k: v[1] for k, v in ref.lines.items()},
                    RATES, ["parquet", "csv", "jsonl"], noise=False)
     return clean, noisy
-
-
-def rows(url: str, sql: str, **params) -> list[dict]:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        out = [dict(r._mapping) for r in conn.execute(sa.text(sql), params).all()]
-    engine.dispose()
-    return out
 
 
 def differences(url: str) -> set[tuple]:
