@@ -1,6 +1,6 @@
 """Pairing our conversation starts with WhatsApp's conversations (billing-rules.md, "Provider
 reconciliation"), twice: `pair_reference` reads like the spec, pass by pass and item by item;
-`pair` is the one the job runs, on Arrow tables, sorted once and swept stream by stream. The
+`pair_indices` is the one the job runs, on Arrow tables, one vectorised lookup per pass. The
 tests hold them equal on arbitrary inputs (tests/test_provider.py).
 
 Both take only what can be paired: our starts, and WhatsApp's billable conversations of the two
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from billing_jobs.contract import BUSINESS_INITIATED
 
@@ -92,87 +93,138 @@ def pair(starts: pa.Table, conversations: pa.Table,
          tolerance: int = DEFAULT_TOLERANCE) -> list[tuple[str, str, str]]:
     """`pair_reference` on tables (starts: message_id, line_id, contact_key, conversation_type,
     started_at; conversations: conversation_id, line_id, contact_key, conversation_type,
-    opened_at, message_id). Streams are coded once; each stream's items are sorted once and swept
-    with its own index, so the cost is a sort plus a pass over each stream."""
-    if starts.num_rows == 0 or conversations.num_rows == 0:
+    opened_at, message_id), as (message_id, conversation_id, kind) tuples."""
+    s_idx, c_idx = pair_indices(starts, conversations, tolerance)
+    if len(s_idx) == 0:
         return []
-    s_stream, c_stream = _stream_codes(starts, conversations)
+    s_ids = starts.column("message_id").take(pa.array(s_idx)).to_pylist()
+    c_ids = conversations.column("conversation_id").take(pa.array(c_idx)).to_pylist()
+    same = pair_kinds(starts, conversations, s_idx, c_idx)
+    return [(m, c, MATCHED if k else TYPE_MISMATCH) for m, c, k in zip(s_ids, c_ids, same)]
+
+
+def pair_kinds(starts: pa.Table, conversations: pa.Table, s_idx: np.ndarray,
+               c_idx: np.ndarray) -> np.ndarray:
+    """True where a pair's types agree (`matched`), False for a `type_mismatch`."""
+    s_type = starts.column("conversation_type").take(pa.array(s_idx))
+    c_type = conversations.column("conversation_type").take(pa.array(c_idx))
+    return _bools(pc.equal(s_type, c_type))
+
+
+def pair_indices(starts: pa.Table, conversations: pa.Table,
+                 tolerance: int = DEFAULT_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs as row numbers into `starts` and `conversations`.
+
+    Each pass is one vectorised step: every start still free looks up the earliest free
+    conversation of its group (stream and message id; stream and type; stream) inside its window,
+    by one binary search over the conversations sorted by (group, opened_at, conversation_id).
+    Where no two starts of a group want the same conversation, that lookup is exactly what the
+    reference's item-by-item greedy takes; the few groups where two starts compete are swept in
+    order, item by item, as the reference does."""
+    n_s, n_c = starts.num_rows, conversations.num_rows
+    none = np.zeros(0, dtype=np.int64)
+    if n_s == 0 or n_c == 0:
+        return none, none
     s_at = _ns(starts.column("started_at"))
     c_at = _ns(conversations.column("opened_at"))
-    s_id = np.asarray(starts.column("message_id").to_pylist(), dtype=object)
-    c_id = np.asarray(conversations.column("conversation_id").to_pylist(), dtype=object)
-    s_type = np.asarray(starts.column("conversation_type").to_pylist(), dtype=object)
-    c_type = np.asarray(conversations.column("conversation_type").to_pylist(), dtype=object)
-    c_mid = np.asarray(conversations.column("message_id").to_pylist(), dtype=object)
-    s_order = np.lexsort((s_id.astype(str), s_at, s_stream))
-    c_order = np.lexsort((c_id.astype(str), c_at, c_stream))
-    c_used = np.zeros(len(c_id), dtype=bool)
-    s_done = np.zeros(len(s_id), dtype=bool)
-    pairs: list[tuple[str, str, str]] = []
+    s_stream, c_stream, _ = _codes(_stream_keys(starts), _stream_keys(conversations))
+    s_type, c_type, types = _codes(starts.column("conversation_type"),
+                                   conversations.column("conversation_type"))
+    # processing order: starts earliest first, then by message id; conversations likewise
+    s_order = _sort(starts, "started_at", "message_id")
+    c_rank = np.empty(n_c, dtype=np.int64)
+    c_rank[_sort(conversations, "opened_at", "conversation_id")] = np.arange(n_c)
+    s_match = np.full(n_s, -1, dtype=np.int64)
+    c_free = np.ones(n_c, dtype=bool)
+    lowest, highest = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
-    def take(i: int, j: int) -> None:
-        pairs.append((s_id[i], c_id[j], MATCHED if s_type[i] == c_type[j] else TYPE_MISMATCH))
-        c_used[j], s_done[i] = True, True
+    # 1. by message id, within the stream: no window
+    mid = conversations.column("message_id")
+    has_mid = _bools(pc.is_valid(mid))
+    s_group, c_group, _ = _codes(
+        pc.binary_join_element_wise(_stream_keys(starts), starts.column("message_id"), SEP),
+        pc.binary_join_element_wise(_stream_keys(conversations), pc.fill_null(mid, ""), SEP))
+    c_group = np.where(has_mid, c_group, -1)
+    _pass(s_order, s_group, np.full(n_s, lowest), np.full(n_s, highest),
+          c_group, c_at, c_rank, s_match, c_free)
+    # 2. by stream and time, same type; 3. what is left, any type
+    business = s_type == (types.index(BUSINESS_INITIATED) if BUSINESS_INITIATED in types else -1)
+    n_types = len(types)
+    lo = s_at - MINUTE
+    hi = np.where(business, s_at + tolerance + 1, s_at + DAY)
+    _pass(s_order, s_stream * n_types + s_type, lo, hi, c_stream * n_types + c_type, c_at,
+          c_rank, s_match, c_free)
+    _pass(s_order, s_stream, lo, hi, c_stream, c_at, c_rank, s_match, c_free)
+    paired = np.flatnonzero(s_match >= 0)
+    return paired, s_match[paired]
 
-    # 1. by message id, within the stream; earliest start first, earliest conversation first
-    by_message: dict[tuple, list[int]] = {}
-    for j in c_order:
-        if c_mid[j] is not None:
-            by_message.setdefault((c_stream[j], c_mid[j]), []).append(j)
-    for i in sorted(np.flatnonzero(np.isin(s_stream, c_stream)),
-                    key=lambda i: (s_at[i], s_id[i])):
-        for j in by_message.get((s_stream[i], s_id[i]), ()):
-            if not c_used[j]:
-                take(i, j)
+
+SEP = "\x1f"  # between the parts of a composite key: never inside an id
+
+
+def _pass(s_order, s_group, s_lo, s_hi, c_group, c_at, c_rank, s_match, c_free) -> None:
+    """One pass: each free start (in `s_order`) takes the earliest free conversation of its group
+    with lo <= opened_at < hi; updates s_match and c_free."""
+    todo = s_order[s_match[s_order] < 0]
+    cands = np.flatnonzero(c_free & (c_group >= 0))
+    if len(todo) == 0 or len(cands) == 0:
+        return
+    # times as ranks, so that (group, time) is one int64 key that cannot overflow
+    times = np.unique(np.concatenate([c_at[cands], s_lo[todo], s_hi[todo]]))
+    width = len(times) + 1
+    cands = cands[np.lexsort((c_rank[cands], c_at[cands], c_group[cands]))]
+    c_key = c_group[cands] * width + np.searchsorted(times, c_at[cands])
+    lo_key = s_group[todo] * width + np.searchsorted(times, s_lo[todo])
+    hi_key = s_group[todo] * width + np.searchsorted(times, s_hi[todo])
+    first = np.searchsorted(c_key, lo_key, side="left")
+    found = first < len(cands)
+    found[found] = c_key[first[found]] < hi_key[found]
+    # groups in which two starts want the same conversation are swept item by item
+    wanted = first[found]
+    taken, counts = np.unique(wanted, return_counts=True)
+    contested_groups = set(s_group[todo[found][np.isin(wanted, taken[counts > 1])]].tolist())
+    contested = np.isin(s_group[todo], np.fromiter(contested_groups, np.int64,
+                                                   len(contested_groups)))
+    easy = found & ~contested
+    s_match[todo[easy]] = cands[first[easy]]
+    c_free[cands[first[easy]]] = False
+    for k in np.flatnonzero(contested).tolist():
+        i = int(todo[k])
+        at, end = int(first[k]), hi_key[k]
+        while at < len(cands) and c_key[at] < end:
+            j = int(cands[at])
+            if c_free[j]:
+                s_match[i], c_free[j] = j, False
                 break
-    # 2 and 3, stream by stream (streams do not compete): sorted slices of both sides
-    s_bounds = _bounds(s_stream[s_order])
-    c_bounds = _bounds(c_stream[c_order])
-    for stream, (a, b) in s_bounds.items():
-        if stream not in c_bounds:
-            continue
-        ca, cb = c_bounds[stream]
-        convs = c_order[ca:cb]
-        times = c_at[convs]
-        for same_type in (True, False):
-            for i in s_order[a:b]:
-                if s_done[i]:
-                    continue
-                lo = s_at[i] - MINUTE
-                hi = (s_at[i] + tolerance + 1 if s_type[i] == BUSINESS_INITIATED
-                      else s_at[i] + DAY)
-                k = int(np.searchsorted(times, lo, side="left"))
-                while k < len(convs) and times[k] < hi:
-                    j = convs[k]
-                    if not c_used[j] and (not same_type or c_type[j] == s_type[i]):
-                        take(i, j)
-                        break
-                    k += 1
-    return pairs
+            at += 1
+
+
+def _sort(table: pa.Table, at: str, ident: str) -> np.ndarray:
+    return np.asarray(pc.sort_indices(table.select([at, ident]), sort_keys=[
+        (at, "ascending"), (ident, "ascending")]), dtype=np.int64)
+
+
+def _stream_keys(table: pa.Table) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(table.column("line_id"), table.column("contact_key"), SEP)
+
+
+def _codes(left, right) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One integer per distinct value, shared by both sides, and the values in code order."""
+    both = pa.chunked_array([*_chunks(left), *_chunks(right)], pa.string())
+    encoded = pc.dictionary_encode(both).combine_chunks()
+    codes = np.asarray(encoded.indices, dtype=np.int64)
+    return codes[:len(left)], codes[len(left):], encoded.dictionary.to_pylist()
+
+
+def _chunks(values) -> list[pa.Array]:
+    values = values.cast(pa.string())
+    return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+
+
+def _bools(values) -> np.ndarray:
+    return np.asarray(pc.fill_null(values, False), dtype=bool)
 
 
 def _ns(column) -> np.ndarray:
     return np.asarray(column.cast(pa.timestamp("ns", "UTC")).cast(pa.int64()).to_numpy(),
                       dtype=np.int64)
-
-
-def _stream_codes(starts: pa.Table, conversations: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """One integer per (line_id, contact_key), shared by both sides."""
-    s_keys = list(zip(starts.column("line_id").to_pylist(), starts.column("contact_key").to_pylist()))
-    c_keys = list(zip(conversations.column("line_id").to_pylist(),
-                      conversations.column("contact_key").to_pylist()))
-    codes: dict[tuple, int] = {}
-    s = np.fromiter((codes.setdefault(k, len(codes)) for k in s_keys), dtype=np.int64,
-                    count=len(s_keys))
-    c = np.fromiter((codes.setdefault(k, len(codes)) for k in c_keys), dtype=np.int64,
-                    count=len(c_keys))
-    return s, c
-
-
-def _bounds(sorted_codes: np.ndarray) -> dict[int, tuple[int, int]]:
-    if len(sorted_codes) == 0:
-        return {}
-    edges = np.flatnonzero(np.diff(sorted_codes)) + 1
-    starts = np.concatenate([[0], edges])
-    ends = np.concatenate([edges, [len(sorted_codes)]])
-    return {int(sorted_codes[a]): (int(a), int(b)) for a, b in zip(starts, ends)}

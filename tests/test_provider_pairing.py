@@ -162,3 +162,28 @@ def test_the_pairing_does_not_depend_on_row_order(data, rnd):
     rnd.shuffle(shuffled_s)
     rnd.shuffle(shuffled_c)
     assert sorted(pair(*tables(shuffled_s, shuffled_c))) == sorted(pair(*tables(starts, convs)))
+
+
+@st.composite
+def busy_inputs(draw):
+    """Many streams, each with a few items close in time: most groups are decided by the
+    vectorised lookup, the ones where two starts compete by the item-by-item sweep."""
+    n_streams = draw(st.integers(1, 12))
+    starts, convs = [], []
+    for k in range(draw(st.integers(0, 50))):
+        stream = draw(st.integers(0, n_streams - 1))
+        starts.append(start(f"m{k}", draw(kinds), draw(st.integers(0, 40)) * 3, f"L{stream % 3}",
+                            f"k{stream}"))
+    for k in range(draw(st.integers(0, 50))):
+        stream = draw(st.integers(0, n_streams - 1))
+        mid = draw(st.one_of(st.none(), st.sampled_from([f"m{i}" for i in range(60)])))
+        convs.append(conv(f"c{k}", draw(kinds), draw(st.integers(0, 40)) * 3, mid,
+                          f"L{stream % 3}", f"k{stream}"))
+    return starts, convs
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(busy_inputs(), st.sampled_from([MINUTE, 10 * MINUTE, DAY]))
+def test_the_fast_pairing_equals_the_reference_on_busy_streams(data, tolerance):
+    starts, convs = data
+    both(starts, convs, tolerance=tolerance)
