@@ -199,10 +199,10 @@ def deduplicate(table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
     copies folded)."""
     if table.num_rows == 0:
         return table, _quarantine_schema().empty_table(), 0
-    ids = table.column("conversation_id").to_numpy(zero_copy_only=False)
-    same = ("line_id", "contact_id", "conversation_type")
-    at = pc.cast(table.column("opened_at"), pa.int64()).to_numpy()
-    shape = np.array([hash(v) for v in zip(*(table.column(c).to_pylist() for c in same), at)])
+    ids = _codes(table.column("conversation_id"))
+    shape = _codes(pc.binary_join_element_wise(
+        *(table.column(c) for c in ("line_id", "contact_id", "conversation_type")),
+        pc.cast(pc.cast(table.column("opened_at"), pa.int64()), pa.string()), "\x1f"))
     order = np.lexsort((np.arange(len(ids)), ids))
     ids_sorted, shape_sorted = ids[order], shape[order]
     first = np.ones(len(ids), dtype=bool)
@@ -227,6 +227,14 @@ def deduplicate(table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
     return table.take(pa.array(np.sort(keep), pa.int64())), quarantined, folded
 
 
+def _codes(values) -> np.ndarray:
+    """One integer per distinct value (in order of first appearance): equal values, equal codes."""
+    encoded = pc.dictionary_encode(values)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return np.asarray(encoded.indices, dtype=np.int64)
+
+
 def _plain(value):
     if isinstance(value, dt.datetime):
         return value.isoformat()
@@ -238,21 +246,36 @@ def _text(raw: pa.Table, name: str) -> pa.ChunkedArray:
     return pc.cast(col, pa.string()) if pa.types.is_dictionary(col.type) else col
 
 
+COST_DIGITS = r"^[0-9]{1,10}(\.[0-9]{1,10})?$"  # the common spelling, converted by Arrow
+
+
 def _costs(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
-    values, bad = [], []
-    for text in col.to_pylist():
-        if text is None or text.strip() == "":
-            values.append(None)
-            bad.append(False)
-            continue
-        try:
-            value = Decimal(text.strip())
-            ok = value.is_finite() and value >= 0 and value == value.quantize(Decimal("1e-10"))
-        except InvalidOperation:
-            ok = False
-        values.append(value if ok and value < Decimal("1e10") else None)
-        bad.append(not (ok and value < Decimal("1e10")))
-    return pa.array(values, pa.decimal128(20, 10)), np.array(bad, dtype=bool)
+    """Costs as decimal(20, 10) and a mask of unusable ones (negative, not finite, more than 10
+    decimals, 1e10 or more). Plain digits are converted in one cast; any other spelling
+    (`1e-3`, `+0.5`, leading zeros) is judged value by value."""
+    text = pc.utf8_trim_whitespace(col)
+    blank = _mask(pc.equal(text, ""), null_as=True)
+    plain = _mask(pc.match_substring_regex(text, COST_DIGITS), null_as=False)
+    values = pc.cast(pc.if_else(pa.array(plain), text, pa.scalar(None, pa.string())),
+                     pa.decimal128(20, 10))
+    bad = np.zeros(len(text), dtype=bool)
+    other = np.flatnonzero(~blank & ~plain)
+    if len(other) == 0:
+        return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values, bad
+    merged = values.to_pylist()
+    for i, spelled in zip(other.tolist(), text.take(pa.array(other)).to_pylist()):
+        merged[i], bad[i] = _cost(spelled)
+    return pa.array(merged, pa.decimal128(20, 10)), bad
+
+
+def _cost(text: str) -> tuple[Decimal | None, bool]:
+    try:
+        value = Decimal(text)
+        ok = value.is_finite() and value >= 0 and value == value.quantize(Decimal("1e-10"))
+    except InvalidOperation:
+        ok = False
+    ok = ok and value < Decimal("1e10")
+    return (value if ok else None), not ok
 
 
 def _quarantine_schema() -> pa.Schema:
