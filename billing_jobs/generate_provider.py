@@ -35,37 +35,102 @@ COPIES = 0.2  # conversations WhatsApp reports with more than one status notific
 MANIFEST = "provider_injected.json"
 
 
-def simulate(messages: pa.Table, rng: np.random.Generator) -> list[dict]:
-    """The conversations WhatsApp opens for deduplicated messages, in time order."""
+def simulate(messages: pa.Table, delays: np.ndarray) -> pa.Table:
+    """The conversations WhatsApp opens for deduplicated `messages` (line_id, contact_id,
+    conversation_type, opened_at in ns, message_id), stream by stream in time order. A
+    conversation that message i opens is opened `delays[i]` seconds after it was sent.
+
+    Vectorised: whether a delivered business message could open a conversation, and of which
+    type, depends only on the stream's last inbound message (a running maximum); which of those
+    candidates do open depends on the conversation before, so each round opens the first
+    candidate of every stream that is past its open conversation (a stream rarely has more than a
+    few conversations in a window). `simulate_reference` walks message by message; a test holds
+    them equal."""
     keep = pc.invert(pc.equal(messages.column("status"), "failed"))
-    m = messages.filter(keep)
-    cols = {c: m.column(c).to_pylist() if c != "sent_at" else
-            pc.cast(m.column("sent_at"), pa.int64()).to_numpy() for c in
-            ("message_id", "line_id", "contact_id", "direction", "message_type", "status",
-             "sent_at")}
-    order = sorted(range(m.num_rows), key=lambda i: (cols["line_id"][i], cols["contact_id"][i],
-                                                     cols["sent_at"][i], cols["message_id"][i]))
+    m = messages.filter(keep).append_column(
+        "delay", pa.array(delays[np.flatnonzero(np.asarray(keep))], pa.int64()))
+    keys = ("line_id", "contact_id", "sent_at", "message_id")
+    plain = pa.table({c: pc.cast(m.column(c), pa.string()) if c != "sent_at" else m.column(c)
+                      for c in keys})
+    m = m.take(pc.sort_indices(plain, sort_keys=[(c, "ascending") for c in keys]))
+    n = m.num_rows
+    if n == 0:
+        return _conversations(m, np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=np.int64))
+    stream = np.asarray(pc.dictionary_encode(pc.binary_join_element_wise(
+        pc.cast(m.column("line_id"), pa.string()), pc.cast(m.column("contact_id"), pa.string()),
+        "\x1f")).combine_chunks().indices, dtype=np.int64)
+    at = np.asarray(pc.cast(m.column("sent_at"), pa.int64()), dtype=np.int64)
+    inbound = _is(m, "direction", "inbound")
+    delivered = _is(m, "status", "delivered") | _is(m, "status", "read")
+    template = _is(m, "message_type", "template")
+    first_of_stream = np.ones(n, dtype=bool)
+    first_of_stream[1:] = stream[1:] != stream[:-1]
+    stream_start = np.maximum.accumulate(np.where(first_of_stream, np.arange(n), 0))
+    last_inbound = np.maximum.accumulate(np.where(inbound, np.arange(n), -1))
+    in_window = (last_inbound >= stream_start) & (at < at[np.maximum(last_inbound, 0)] + DAY)
+    user = ~inbound & delivered & in_window
+    business = ~inbound & delivered & ~in_window & template
+    cand = np.flatnonzero(user | business)
+    c_stream, c_at = stream[cand], at[cand]
+    c_opened = c_at + np.asarray(m.column("delay"), dtype=np.int64)[cand] * SECOND
+    conv_end = np.full(int(stream.max()) + 1, -1, dtype=np.int64)
+    opens = np.zeros(len(cand), dtype=bool)
+    alive = np.ones(len(cand), dtype=bool)
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        _, first = np.unique(c_stream[idx], return_index=True)
+        chosen = idx[first]
+        opens[chosen] = True
+        conv_end[c_stream[chosen]] = c_opened[chosen] + DAY
+        alive = ~opens & (c_at >= conv_end[c_stream])
+    rows = cand[opens]
+    kinds = np.where(user[rows], USER_INITIATED, BUSINESS_INITIATED).tolist()
+    return _conversations(m, rows, kinds, c_opened[opens])
+
+
+def _is(table: pa.Table, column: str, value: str) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.equal(pc.cast(table.column(column), pa.string()), value),
+                                   False), dtype=bool)
+
+
+def _conversations(m: pa.Table, rows: np.ndarray, kinds: list[str], opened: np.ndarray
+                   ) -> pa.Table:
+    take = pa.array(rows, pa.int64())
+    return pa.table({
+        "line_id": pc.cast(m.column("line_id").take(take), pa.string()),
+        "contact_id": pc.cast(m.column("contact_id").take(take), pa.string()),
+        "conversation_type": pa.array(kinds, pa.string()),
+        "opened_at": pa.array(opened, pa.int64()),
+        "message_id": pc.cast(m.column("message_id").take(take), pa.string()),
+    })
+
+
+def simulate_reference(messages: pa.Table, delays: np.ndarray) -> list[dict]:
+    """The model message by message, as the module docstring says it (for the tests)."""
+    rows = [dict(r, delay=int(d)) for r, d in zip(messages.to_pylist(), delays)
+            if r["status"] != "failed"]
+    rows.sort(key=lambda r: (r["line_id"], r["contact_id"], r["sent_at"], r["message_id"]))
     out, stream, conv_end, window_end = [], None, -1, -1
-    for i in order:
-        key = (cols["line_id"][i], cols["contact_id"][i])
+    for r in rows:
+        key = (r["line_id"], r["contact_id"])
         if key != stream:
             stream, conv_end, window_end = key, -1, -1
-        at = int(cols["sent_at"][i])
-        if cols["direction"][i] == "inbound":
-            window_end = at + DAY
+        at = r["sent_at"]
+        if r["direction"] == "inbound":
+            window_end = at + dt.timedelta(days=1)
             continue
-        if cols["status"][i] not in ("delivered", "read") or at < conv_end:
+        if r["status"] not in ("delivered", "read") or (conv_end != -1 and at < conv_end):
             continue
-        if at < window_end:  # any business message answering inside the window
+        if window_end != -1 and at < window_end:  # any business message inside the window
             kind = USER_INITIATED
-        elif cols["message_type"][i] == "template":
+        elif r["message_type"] == "template":
             kind = BUSINESS_INITIATED
         else:
             continue
-        opened = at + int(rng.integers(1, 10)) * SECOND
-        conv_end = opened + DAY
+        opened = at + dt.timedelta(seconds=r["delay"])
+        conv_end = opened + dt.timedelta(days=1)
         out.append({"line_id": key[0], "contact_id": key[1], "conversation_type": kind,
-                    "opened_at": opened, "message_id": cols["message_id"][i]})
+                    "opened_at": opened, "message_id": r["message_id"]})
     return out
 
 
@@ -77,52 +142,54 @@ def write_provider(out: Path, start: dt.date, days: int, seed: int, line_country
     rng = np.random.default_rng(seed + 1)
     files = [f for d in range(days)
              for f in landing.partition_files(out, start + dt.timedelta(days=d))]
-    batch = landing.read_files(files)
-    deduped = deduplicate(batch.valid).table
-    convs = simulate(deduped, rng)
-    for k, c in enumerate(convs):
-        c["conversation_id"] = f"conv.{seed}.{k:09d}"
-        c["billable"] = True
-        user, business = rates[line_country[c["line_id"]]]
-        known_cost = rng.random() < 0.8
-        c["cost"] = (user if c["conversation_type"] == USER_INITIATED else business) \
-            if known_cost else None
-        c["currency"] = "USD" if known_cost else None
-    n = len(convs)
+    deduped = deduplicate(landing.read_files(files).valid).table
+    convs = simulate(deduped, rng.integers(1, 10, size=deduped.num_rows))
+    del deduped
+    n = convs.num_rows
+    ids = pa.array([f"conv.{seed}.{k:09d}" for k in range(n)], pa.string())
+    user = np.asarray(pc.equal(convs.column("conversation_type"), USER_INITIATED), dtype=bool)
+    lines = convs.column("line_id").to_pylist()
+    known_cost = rng.random(n) < 0.8
+    cost = [(rates[line_country[line]][0] if u else rates[line_country[line]][1]) if k else None
+            for line, u, k in zip(lines, user.tolist(), known_cost.tolist())]
     picks = rng.permutation(n)
-    injected, at = {}, 0
+    injected, noise_of, at = {}, {}, 0
     for name, share in NOISE.items():
         count = int(round(n * share)) if noise else 0
-        injected[name] = sorted(convs[i]["conversation_id"] for i in picks[at:at + count])
+        noise_of[name] = np.zeros(n, dtype=bool)
+        noise_of[name][picks[at:at + count]] = True
+        injected[name] = sorted(ids.filter(pa.array(noise_of[name])).to_pylist())
         at += count
-    by_id = {c["conversation_id"]: c for c in convs}
-    for cid in injected["flipped"]:
-        c = by_id[cid]
-        c["conversation_type"] = (USER_INITIATED if c["conversation_type"] == BUSINESS_INITIATED
-                                  else BUSINESS_INITIATED)
-    for cid in injected["not_billable"]:
-        by_id[cid]["billable"] = False
-    for cid in injected["referral"]:
-        by_id[cid]["conversation_type"] = "referral_conversion"
-    lost = set(injected["lost"])
-    rows = [c for c in convs if c["conversation_id"] not in lost]
-    lines = sorted(line_country)
+    ctype = np.where(user, USER_INITIATED, BUSINESS_INITIATED).astype(object)
+    ctype[noise_of["flipped"]] = np.where(user, BUSINESS_INITIATED, USER_INITIATED)[
+        noise_of["flipped"]]
+    ctype[noise_of["referral"]] = "referral_conversion"
+    table = pa.table({
+        "conversation_id": ids, "line_id": convs.column("line_id"),
+        "contact_id": convs.column("contact_id"),
+        "conversation_type": pa.array(ctype.tolist(), pa.string()),
+        "opened_at": convs.column("opened_at"), "message_id": convs.column("message_id"),
+        "billable": pa.array(~noise_of["not_billable"]),
+        "cost": pa.array(cost, pa.string()),
+        "currency": pa.array(["USD" if k else None for k in known_cost.tolist()], pa.string()),
+    }).filter(pa.array(~noise_of["lost"]))
+    names = sorted(line_country)
     first = int(dt.datetime.combine(start, dt.time(), dt.timezone.utc).timestamp()) * SECOND
     extra = []
     for k in range(int(round(n * PROVIDER_ONLY)) if noise else 0):
-        line = lines[int(rng.integers(len(lines)))]
+        line = names[int(rng.integers(len(names)))]
         extra.append({"conversation_id": f"conv.{seed}.extra.{k:06d}", "line_id": line,
                       "contact_id": f"+99{int(rng.integers(10**9, 10**10))}",
                       "conversation_type": BUSINESS_INITIATED,
                       "opened_at": first + int(rng.integers(0, days * DAY)),
                       "message_id": None, "billable": True, "cost": None, "currency": None})
     injected["provider_only"] = [c["conversation_id"] for c in extra]
-    rows += extra
-    copies = [rows[i] for i in rng.permutation(len(rows))[:int(len(rows) * COPIES * noise)]]
-    rows += copies
-    order = rng.permutation(len(rows))
-    rows = [rows[i] for i in order]
-    _write_partitions(out, rows, start, days, formats)
+    if extra:
+        table = pa.concat_tables([table, pa.Table.from_pylist(extra, schema=table.schema)])
+    copies = rng.permutation(table.num_rows)[:int(table.num_rows * COPIES * noise)]
+    table = pa.concat_tables([table, table.take(pa.array(copies, pa.int64()))])
+    table = table.take(pa.array(rng.permutation(table.num_rows), pa.int64()))
+    _write_partitions(out, table, start, days, formats)
     manifest = {k: v for k, v in injected.items()}
     manifest["copies"] = len(copies)
     manifest["conversations"] = n
@@ -130,20 +197,10 @@ def write_provider(out: Path, start: dt.date, days: int, seed: int, line_country
     return manifest
 
 
-def _write_partitions(out: Path, rows: list[dict], start: dt.date, days: int,
+def _write_partitions(out: Path, table: pa.Table, start: dt.date, days: int,
                       formats: list[str]) -> None:
-    ts = pa.timestamp("ns", "UTC")
-    table = pa.table({
-        "conversation_id": [r["conversation_id"] for r in rows],
-        "line_id": [r["line_id"] for r in rows],
-        "contact_id": [r["contact_id"] for r in rows],
-        "conversation_type": [r["conversation_type"] for r in rows],
-        "opened_at": pa.array([r["opened_at"] for r in rows], pa.int64()).cast(ts),
-        "message_id": pa.array([r["message_id"] for r in rows], pa.string()),
-        "billable": pa.array([r["billable"] for r in rows], pa.bool_()),
-        "cost": pa.array([r["cost"] for r in rows], pa.string()),
-        "currency": pa.array([r["currency"] for r in rows], pa.string()),
-    })
+    table = table.set_column(table.schema.get_field_index("opened_at"), "opened_at",
+                             table.column("opened_at").cast(pa.timestamp("ns", "UTC")))
     dates = pc.cast(pc.cast(table.column("opened_at"), pa.timestamp("ns")), pa.date32())
     for d in range(days):
         day = start + dt.timedelta(days=d)
