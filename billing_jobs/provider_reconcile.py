@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from decimal import Decimal
 
 import pandas as pd
 import pyarrow as pa
@@ -23,10 +22,10 @@ import sqlalchemy as sa
 
 from billing_jobs import audit, landing, migrate, provider_records, warehouse
 from billing_jobs.config import Settings
-from billing_jobs.contract import BUSINESS_INITIATED
 from billing_jobs.errors import RunError, one_line, redact
 from billing_jobs.identity import partition_of
-from billing_jobs.provider_pairing import MATCHED, MINUTE, TYPE_MISMATCH, pair
+from billing_jobs.provider_explain import explanations
+from billing_jobs.provider_pairing import MATCHED, MINUTE, TYPE_MISMATCH, pair_indices, pair_kinds
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
 from billing_jobs.reference_data import load_reference
 
@@ -55,256 +54,114 @@ def reconcile_day(settings: Settings, day: dt.date, tolerance_minutes: int = 10)
 
 def compute_day(settings: Settings, day: dt.date, run_id: str, tolerance_minutes: int) -> dict:
     reference = load_reference(settings.reference)
-    lines = reference.lines
     days = [day - dt.timedelta(days=1), day, day + dt.timedelta(days=1)]
     if not is_published(settings, day):
         raise RunError(f"billing date {day} is not published: provider reconciliation compares "
                        f"published starts (run `billing-jobs run --date {day}` first)")
     starts = _published_starts(settings, days)
-    batch = provider_records.read(settings.source, days, set(lines))
-    convs = batch.valid
-    convs = convs.append_column("contact_key", contact_keys(convs.column("contact_id"),
-                                                            settings.contact_key_secret))
-    convs = convs.drop_columns(["contact_id"])
-    convs = convs.append_column("billing_date", pc.cast(
-        pc.cast(convs.column("opened_at"), pa.timestamp("ns")), pa.date32()))
-    owners = [lines[line] for line in convs.column("line_id").to_pylist()]
-    convs = convs.append_column("customer_id", pa.array([o[0] for o in owners], pa.string()))
-    convs = convs.append_column("country", pa.array([o[1] for o in owners], pa.string()))
-    eligible_mask = pc.and_(convs.column("billable"), pc.is_in(
-        convs.column("conversation_type"), value_set=pa.array(provider_records.MATCHED_TYPES)))
-    eligible = convs.filter(eligible_mask)
-
-    pairs = pair(starts, eligible, tolerance_minutes * MINUTE)
-    start_day = dict(zip(starts.column("message_id").to_pylist(),
-                         starts.column("billing_date").to_pylist()))
-    paired_starts = {m for m, _, _ in pairs}
-    paired_convs = {c for _, c, _ in pairs}
-    day_pairs = [(m, c, k) for m, c, k in pairs if start_day[m] == day]
-
-    on_day = pc.equal(starts.column("billing_date"), pa.scalar(day, pa.date32()))
-    ours = starts.filter(on_day)
-    ours_only = ours.filter(pc.invert(pc.is_in(ours.column("message_id"),
-                                               value_set=pa.array(sorted(paired_starts),
-                                                                  pa.string()))))
-    theirs_day = eligible.filter(pc.equal(eligible.column("billing_date"),
-                                          pa.scalar(day, pa.date32())))
-    provider_only = theirs_day.filter(pc.invert(pc.is_in(
-        theirs_day.column("conversation_id"),
-        value_set=pa.array(sorted(paired_convs), pa.string()))))
-
-    conv_rows = {r["conversation_id"]: r for r in eligible.to_pylist()}
-    start_rows = {r["message_id"]: r for r in ours.to_pylist()}
-    mismatches = [(start_rows[m], conv_rows[c]) for m, c, k in day_pairs if k == TYPE_MISMATCH]
-    differences = _differences(ours_only.to_pylist(), provider_only.to_pylist(), mismatches)
-    explain(differences, settings, days, convs)
+    batch = provider_records.read(settings.source, days, set(reference.lines))
+    convs = _owned(batch.valid, reference.lines, settings.contact_key_secret)
+    eligible = convs.filter(convs.column("eligible"))
+    s_idx, e_idx = pair_indices(starts, eligible, tolerance_minutes * MINUTE)
+    pairs = pa.table({"s": pa.array(s_idx, pa.int64()),
+                      "c": eligible.column("c").take(pa.array(e_idx, pa.int64())),
+                      "matched": pa.array(pair_kinds(starts, eligible, s_idx, e_idx), pa.bool_())})
+    starts = starts.append_column("s", pa.array(range(starts.num_rows), pa.int64()))
+    tables = _day_tables(day, starts, convs, pairs)
+    differences = tables["differences"]
+    files = [f for d in days for f in landing.partition_files(landing.location(settings.source), d)]
+    differences = differences.drop_columns(["contact"]).append_column(
+        "explanation", explanations(differences, convs, files, settings.contact_key_secret))
     accepted_day = convs.filter(pc.equal(convs.column("billing_date"), pa.scalar(day, pa.date32())))
-    reconciliation = _reconciliation(day, ours.to_pylist(), day_pairs, conv_rows,
-                                     ours_only.to_pylist(), provider_only.to_pylist(),
-                                     accepted_day.to_pylist())
     quarantined_day = _of_partition(batch.quarantined, day)
     rows_read = batch.rows_read[day]
+    kinds = tables["pairs"].column("kind")
     counts = {
         "rows_read": rows_read, "accepted": accepted_day.num_rows,
         "quarantined": quarantined_day.num_rows,
         "duplicates": rows_read - accepted_day.num_rows - quarantined_day.num_rows,
-        "our_starts": ours.num_rows,
-        "matched": sum(k == MATCHED for _, _, k in day_pairs),
-        "type_mismatch": sum(k == TYPE_MISMATCH for _, _, k in day_pairs),
-        "ours_only": ours_only.num_rows, "provider_only": provider_only.num_rows,
+        "our_starts": int(pc.sum(pc.equal(starts.column("billing_date"),
+                                          pa.scalar(day, pa.date32()))).as_py() or 0),
+        "matched": int(pc.sum(pc.equal(kinds, MATCHED)).as_py() or 0),
+        "type_mismatch": int(pc.sum(pc.equal(kinds, TYPE_MISMATCH)).as_py() or 0),
+        "ours_only": int(pc.sum(pc.equal(differences.column("kind"), "ours_only")).as_py() or 0),
+        "provider_only": int(pc.sum(pc.equal(differences.column("kind"),
+                                             "provider_only")).as_py() or 0),
     }
     return {
         "day": day, "run_id": run_id, "counts": counts,
         "provider_conversations": _conversation_rows(accepted_day, run_id),
-        "provider_pairs": [{"billing_date": day, "message_id": m, "conversation_id": c,
-                            "kind": k, "run_id": run_id} for m, c, k in day_pairs],
-        "provider_differences": [{**d, "billing_date": day, "run_id": run_id}
-                                 for d in differences],
-        "provider_reconciliation": [{**r, "run_id": run_id} for r in reconciliation],
+        "provider_pairs": _stamped(tables["pairs"], day, run_id),
+        "provider_differences": _stamped(differences, day, run_id),
+        "provider_reconciliation": [{"billing_date": day, **r, "run_id": run_id}
+                                    for r in tables["reconciliation"].to_pylist()],
         "provider_quarantined": _quarantine_rows(quarantined_day, day, run_id,
                                                  settings.contact_key_secret),
     }
 
 
+def _owned(valid: pa.Table, lines: dict[str, tuple[str, str]], secret: str) -> pa.Table:
+    """WhatsApp's accepted conversations with what the comparison needs: row number `c`,
+    `contact_key`, `billing_date` (the opening's date), the line's customer and country, and
+    whether they take part in the pairing (`eligible`: billable, of a type we charge). The
+    canonical `contact_id` stays for the explanations and is never published."""
+    line_ids = pa.array(sorted(lines), pa.string())
+    at = pc.index_in(valid.column("line_id"), value_set=line_ids)
+    owner = pa.array([lines[line][0] for line in line_ids.to_pylist()], pa.string())
+    country = pa.array([lines[line][1] for line in line_ids.to_pylist()], pa.string())
+    eligible = pc.and_(valid.column("billable"), pc.is_in(
+        valid.column("conversation_type"), value_set=pa.array(provider_records.MATCHED_TYPES)))
+    return valid.append_column("c", pa.array(range(valid.num_rows), pa.int64())) \
+        .append_column("contact_key", contact_keys(valid.column("contact_id"), secret)) \
+        .append_column("billing_date", pc.cast(pc.cast(valid.column("opened_at"),
+                                                       pa.timestamp("ns")), pa.date32())) \
+        .append_column("customer_id", pc.take(owner, at)) \
+        .append_column("country", pc.take(country, at)) \
+        .append_column("eligible", eligible)
+
+
+def _day_tables(day: dt.date, starts: pa.Table, convs: pa.Table, pairs: pa.Table
+                ) -> dict[str, pa.Table]:
+    """The day's pairs, differences and reconciliation rows, by the in-process DuckDB statements
+    provider_day_pairs.sql, provider_differences.sql and provider_reconciliation.sql."""
+    import duckdb
+
+    con = duckdb.connect(config={"temp_directory": ""})  # the canonical contacts stay in memory
+    try:
+        for name, table in (("starts", starts), ("convs", convs), ("pairs", pairs)):
+            con.register(name, table)
+        return {name: con.sql((warehouse.STATEMENTS / f"provider_{statement}.sql").read_text(),
+                              params={"day": day}).to_arrow_table()
+                for name, statement in (("pairs", "day_pairs"), ("differences", "differences"),
+                                        ("reconciliation", "reconciliation"))}
+    finally:
+        con.close()
+
+
+def _stamped(table: pa.Table, day: dt.date, run_id: str) -> pa.Table:
+    n = table.num_rows
+    return table.append_column("billing_date", pa.array([day] * n, pa.date32())) \
+        .append_column("run_id", pa.array([run_id] * n, pa.string()))
+
+
+STARTS = pa.schema([
+    ("message_id", pa.string()), ("billing_date", pa.date32()), ("customer_id", pa.string()),
+    ("line_id", pa.string()), ("contact_key", pa.string()), ("country", pa.string()),
+    ("conversation_type", pa.string()), ("started_at", pa.timestamp("us", "UTC")),
+    ("unit_price", pa.decimal128(20, 10)), ("currency", pa.string()),
+])
+
+
 def _published_starts(settings: Settings, days: list[dt.date]) -> pa.Table:
-    rows = warehouse.read_job_query(settings.warehouse_url, settings.schema, settings.lock_wait_s,
-                                    "provider_starts", "conversation_starts",
+    return warehouse.read_job_arrow(settings.warehouse_url, settings.schema, settings.lock_wait_s,
+                                    "provider_starts", "conversation_starts", STARTS,
                                     first_day=days[0], last_day=days[-1])
-    ts = pa.timestamp("ns", "UTC")
-    return pa.table({
-        "message_id": pa.array([r["message_id"] for r in rows], pa.string()),
-        "billing_date": pa.array([_date(r["billing_date"]) for r in rows], pa.date32()),
-        "customer_id": pa.array([r["customer_id"] for r in rows], pa.string()),
-        "line_id": pa.array([r["line_id"] for r in rows], pa.string()),
-        "contact_key": pa.array([r["contact_key"] for r in rows], pa.string()),
-        "country": pa.array([r["country"] for r in rows], pa.string()),
-        "conversation_type": pa.array([r["conversation_type"] for r in rows], pa.string()),
-        "started_at": pa.array([_utc(r["started_at"]) for r in rows], ts),
-        "unit_price": pa.array([Decimal(r["unit_price"]) for r in rows], pa.decimal128(20, 10)),
-        "currency": pa.array([r["currency"] for r in rows], pa.string()),
-    })
 
 
 def is_published(settings: Settings, day: dt.date) -> bool:
     rows = warehouse.read_job_query(settings.warehouse_url, settings.schema, settings.lock_wait_s,
                                     "day_is_published", "billing_runs", billing_date=day)
     return bool(rows) and rows[0]["status"] == "published"
-
-
-def _date(value) -> dt.date:
-    return value if isinstance(value, dt.date) and not isinstance(value, dt.datetime) \
-        else dt.date.fromisoformat(str(value)[:10])
-
-
-def _utc(value) -> dt.datetime:
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
-def _differences(ours_only: list[dict], provider_only: list[dict],
-                 mismatches: list[tuple[dict, dict]]) -> list[dict]:
-    out = []
-    for s in ours_only:
-        out.append(_difference("ours_only", s, None))
-    for c in provider_only:
-        out.append(_difference("provider_only", None, c))
-    for s, c in mismatches:
-        out.append(_difference("type_mismatch", s, c))
-    return out
-
-
-def _difference(kind: str, s: dict | None, c: dict | None) -> dict:
-    side = s or c
-    return {"kind": kind, "customer_id": side["customer_id"], "line_id": side["line_id"],
-            "country": side["country"], "contact_key": side["contact_key"],
-            "message_id": s["message_id"] if s else None,
-            "conversation_type": s["conversation_type"] if s else None,
-            "started_at": s["started_at"] if s else None,
-            "conversation_id": c["conversation_id"] if c else None,
-            "provider_conversation_type": c["conversation_type"] if c else None,
-            "opened_at": c["opened_at"] if c else None, "explanation": ""}
-
-
-def explain(differences: list[dict], settings: Settings, days: list[dt.date],
-            convs: pa.Table) -> None:
-    """Fill each difference's `explanation` from the message log of D-1..D+1 and WhatsApp's
-    conversations: one in-process DuckDB query over Arrow tables
-    (statements/provider_explanations.sql) finds, per difference, what the wording needs."""
-    if not differences:
-        return
-    import duckdb
-
-    ts = pa.timestamp("us", "UTC")
-    diffs = pa.table({
-        "idx": pa.array(range(len(differences)), pa.int64()),
-        **{c: pa.array([d[c] for d in differences], pa.string())
-           for c in ("kind", "line_id", "contact_key", "message_id", "conversation_type")},
-        **{c: pa.array([d[c] for d in differences], ts) for c in ("started_at", "opened_at")},
-    })
-    msgs = _log_messages(settings, days)
-    convs = convs.select(["conversation_id", "line_id", "contact_key", "opened_at"])
-    con = duckdb.connect()
-    try:
-        for name, table in (("diffs", diffs), ("msgs", msgs), ("convs", convs)):
-            con.register(name, table)
-        sql = (warehouse.STATEMENTS / "provider_explanations.sql").read_text()
-        facts = con.execute(sql).to_arrow_table().to_pylist()
-    finally:
-        con.close()
-    for d, f in zip(differences, facts):
-        d["explanation"] = _wording(d, f)
-
-
-def _wording(d: dict, f: dict) -> str:
-    """The plain words of billing-rules.md's cases, from the facts the query found."""
-    if d["kind"] == "type_mismatch":
-        return (f"WhatsApp reports a {d['provider_conversation_type']} conversation where the "
-                f"rules charged a {d['conversation_type']} start")
-    if d["kind"] == "ours_only" and d["conversation_type"] == BUSINESS_INITIATED:
-        if f["status_rank"] == 1:
-            return ("the template never reached delivered or read (status sent): WhatsApp "
-                    "opens a conversation only on delivery")
-        if f["holder_id"] is not None:
-            return (f"sent while WhatsApp already had conversation {f['holder_id']} of this "
-                    f"stream open (opened {f['holder_opened_at']:%Y-%m-%d %H:%M:%S} UTC): the "
-                    f"rules charge every template attempt outside a session, WhatsApp one "
-                    f"conversation per 24 h")
-        return "WhatsApp reported no conversation of this stream around the template"
-    if d["kind"] == "ours_only":
-        if f["answer_id"] is None:
-            return ("the business sent no delivered message in the 24 h after it: WhatsApp "
-                    "charges a user-initiated conversation only once the business answers")
-        return (f"the business answered ({f['answer_id']} delivered "
-                f"{f['answer_sent_at']:%Y-%m-%d %H:%M:%S} UTC) but WhatsApp reported no "
-                f"conversation of this stream")
-    if not f["near_messages"]:
-        return ("our log has no message of this stream within 24 h of the opening: a message "
-                "missing from our log")
-    if f["inbound_id"] is not None:
-        return (f"the contact's session was already open in our log (inbound {f['inbound_id']} at "
-                f"{f['inbound_sent_at']:%Y-%m-%d %H:%M:%S} UTC): the rules charge a session once "
-                f"however long it runs, WhatsApp a new conversation every 24 h")
-    return (f"our log has {f['near_messages']} message(s) of this stream within 24 h of the "
-            f"opening but the rules charged no start that pairs with it")
-
-
-def _log_messages(settings: Settings, days: list[dt.date]) -> pa.Table:
-    """The message log of `days` (valid rows), with contact keys instead of contacts."""
-    root = landing.location(settings.source)
-    files = [f for d in days for f in landing.partition_files(root, d)]
-    valid = landing.read_files(files).valid if files else landing.FILE_SCHEMA.empty_table()
-    keys = contact_keys(pc.cast(valid.column("contact_id"), pa.string()),
-                        settings.contact_key_secret)
-    return pa.table({
-        "message_id": valid.column("message_id"),
-        "line_id": pc.cast(valid.column("line_id"), pa.string()),
-        "contact_key": keys,
-        "direction": pc.cast(valid.column("direction"), pa.string()),
-        "status": pc.cast(valid.column("status"), pa.string()),
-        "sent_at": pc.cast(valid.column("sent_at"), pa.timestamp("us", "UTC")),
-    })
-
-
-def _reconciliation(day, ours, day_pairs, conv_rows, ours_only, provider_only, accepted_day):
-    rows: dict[tuple, dict] = {}
-
-    def row(key):
-        return rows.setdefault(key, {
-            "billing_date": day, "customer_id": key[0], "country": key[1],
-            "conversation_type": key[2], "our_starts": 0, "provider_conversations": 0,
-            "matched": 0, "ours_only": 0, "provider_only": 0, "type_mismatch": 0,
-            "provider_not_billable": 0, "our_amount": Decimal(0), "provider_cost": None,
-            "currency": None})
-
-    def cost(r, c):
-        if c.get("cost") is not None:
-            r["provider_cost"] = (r["provider_cost"] or Decimal(0)) + c["cost"]
-
-    start_by_id = {s["message_id"]: s for s in ours}
-    for s in ours:
-        r = row(tuple(s[k] for k in KEY))
-        r["our_starts"] += 1
-        r["our_amount"] += s["unit_price"]
-        r["currency"] = s["currency"]
-    for m, c, kind in day_pairs:
-        s = start_by_id[m]
-        r = row(tuple(s[k] for k in KEY))
-        r["matched" if kind == MATCHED else "type_mismatch"] += 1
-        r["provider_conversations"] += 1
-        cost(r, conv_rows[c])
-    for s in ours_only:
-        row(tuple(s[k] for k in KEY))["ours_only"] += 1
-    for c in provider_only:
-        r = row(tuple(c[k] for k in KEY))
-        r["provider_only"] += 1
-        r["provider_conversations"] += 1
-        r["currency"] = r["currency"] or c.get("currency")
-        cost(r, c)
-    for c in accepted_day:
-        if not c["billable"]:
-            row(tuple(c[k] for k in KEY))["provider_not_billable"] += 1
-    return sorted(rows.values(), key=lambda r: tuple(r[k] for k in KEY))
 
 
 def _conversation_rows(accepted: pa.Table, run_id: str) -> pa.Table:
@@ -346,10 +203,9 @@ def check(result: dict, settings: Settings) -> None:
         + rec["type_mismatch"],
         matched_plus_provider_only_plus_type_mismatch=rec["matched"] + rec["provider_only"]
         + rec["type_mismatch"])
-    pairs = pd.DataFrame(result["provider_pairs"], columns=["message_id", "conversation_id",
-                                                            "kind"])
-    diffs = pd.DataFrame(result["provider_differences"],
-                         columns=["message_id", "conversation_id", "kind", "explanation"])
+    pairs = result["provider_pairs"].select(["message_id", "conversation_id", "kind"]).to_pandas()
+    diffs = result["provider_differences"].select(
+        ["message_id", "conversation_id", "kind", "explanation"]).to_pandas()
     unpaired = diffs[diffs["kind"] != "type_mismatch"]  # a type mismatch is one of the pairs
     items = pd.concat([pairs[["message_id", "conversation_id"]],
                        unpaired[["message_id", "conversation_id"]]], ignore_index=True)

@@ -107,6 +107,49 @@ def read_job_query(url: str, schema: str, wait_s: float, name: str, table: str,
         engine.dispose()
 
 
+def read_job_arrow(url: str, schema: str, wait_s: float, name: str, table: str,
+                   columns: pa.Schema, **params) -> pa.Table:
+    """`read_job_query` as an Arrow table of `columns`, for large results: DuckDB hands over
+    Arrow, PostgreSQL a COPY in CSV; no Python row is built. Empty while `table` does not exist."""
+    if not _readable(url):
+        return columns.empty_table()
+    engine = create_engine(url, read_only=True)
+    try:
+        with connect(engine, wait_s) as conn:
+            if not has_table(conn, schema, table):
+                return columns.empty_table()
+            sql = sa.text(sql_file(STATEMENTS / f"{name}.sql", schema)).bindparams(**params)
+            literal = str(sql.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            raw = conn.connection.dbapi_connection
+            if conn.dialect.name == "duckdb":
+                result = raw.sql(literal).to_arrow_table()
+            elif conn.dialect.name == "postgresql":
+                result = _copy_out(raw, literal, columns)
+            else:
+                rows = [dict(r._mapping) for r in conn.execute(sa.text(literal)).all()]
+                result = pa.Table.from_pylist(rows, schema=columns)
+    finally:
+        engine.dispose()
+    return result.select(columns.names).cast(columns)
+
+
+def _copy_out(raw, select: str, columns: pa.Schema) -> pa.Table:
+    import io
+
+    import pyarrow.csv as pcsv
+
+    buffer = io.BytesIO()
+    with raw.cursor() as cur:
+        with cur.copy(f"copy ({select.strip().rstrip(';')}) to stdout with (format csv)") as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+    buffer.seek(0)
+    return pcsv.read_csv(buffer, read_options=pcsv.ReadOptions(column_names=columns.names),
+                         convert_options=pcsv.ConvertOptions(
+                             column_types=dict(zip(columns.names, columns.types)),
+                             strings_can_be_null=True, quoted_strings_can_be_null=False))
+
+
 def billed_dates(url: str, schema: str, wait_s: float, ids: pa.Array) -> dict[str, object]:
     """The billing date of every id of `ids` that is billed as a conversation start."""
     if len(ids) == 0 or not _readable(url):
