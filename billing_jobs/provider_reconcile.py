@@ -217,7 +217,11 @@ def check(result: dict, settings: Settings) -> None:
         "our_starts": c["our_starts"],
         "matched_plus_ours_only_plus_type_mismatch": c["matched"] + c["ours_only"]
         + c["type_mismatch"],
-        "duplicates": c["duplicates"]}])
+        "duplicates": c["duplicates"],
+        # one row per conversation id (the table has no key index: migration 0004)
+        "accepted": c["accepted"],
+        "distinct_conversation_ids": pc.count_distinct(
+            result["provider_conversations"].column("conversation_id")).as_py()}])
     audit.audit_frames({"provider_reconciliation": rec, "provider_items": items,
                         "provider_differences": diffs, "provider_totals": totals},
                        settings.suites)

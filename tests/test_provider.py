@@ -163,3 +163,54 @@ def test_an_unpublished_day_is_refused_with_one_line(zones, tmp_path):
                            settings.warehouse_url], capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "is not published" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def primary_keys(url: str) -> set[str]:
+    return {r["table_name"] for r in rows(
+        url, "select table_name from information_schema.table_constraints"
+             " where table_schema = 'billing' and constraint_type = 'PRIMARY KEY'"
+             " and table_name like 'provider_%'")}
+
+
+def test_revision_0004_drops_the_day_keys_and_keeps_the_rows_both_ways(zones, tmp_path,
+                                                                        warehouse_url):
+    """Revision 0004 takes the primary-key indexes off the two large provider tables (replacing a
+    day under them was the slow part of a re-run on DuckDB) and keeps every row, up and down."""
+    from alembic import command
+    from alembic.config import Config
+
+    from billing_jobs import migrate, warehouse
+
+    clean, _ = zones
+    settings = Settings.resolve(source=str(clean), warehouse_url=warehouse_url,
+                                staging=str(tmp_path / "staging"))
+    for day in DAYS[:2]:
+        sequence.run_day(settings, day)
+    reconcile_day(settings, DAYS[0])
+
+    def snapshot() -> dict:
+        return {t: sorted(map(str, (tuple(r.values()) for r in rows(
+            warehouse_url, f"select * from billing.{t}")))) for t in (
+            "provider_conversations", "provider_pairs")}
+
+    before = snapshot()
+    assert before["provider_conversations"] and before["provider_pairs"]
+    assert primary_keys(warehouse_url) == {"provider_reconciliation", "provider_runs"}
+    engine = warehouse.create_engine(warehouse_url)
+    try:
+        with engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", str(migrate.MIGRATIONS))
+            config.attributes.update(connection=conn, schema="billing")
+            command.downgrade(config, "0003")
+        assert primary_keys(warehouse_url) == {"provider_conversations", "provider_pairs",
+                                               "provider_reconciliation", "provider_runs"}
+        assert snapshot() == before
+        with engine.connect() as conn:
+            assert migrate.upgrade(conn, "billing", 30) == ("0003", migrate.HEAD)
+    finally:
+        engine.dispose()
+    assert primary_keys(warehouse_url) == {"provider_reconciliation", "provider_runs"}
+    assert snapshot() == before
+    reconcile_day(settings, DAYS[0])  # and a re-run still replaces the day
+    assert len(snapshot()["provider_conversations"]) == len(before["provider_conversations"])
