@@ -165,7 +165,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from billing_jobs import sequence
+    from billing_jobs import audit, sequence
     from billing_jobs.restate import unbilled_days
 
     days = _days(args)
@@ -173,6 +173,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     settings = _settings(args, source=True)
     settings.check_expectations()
     _say_secret(settings)
+    audit.preload()
     summary = []
     for i, day in enumerate(days, start=1):
         print(f"[{i}/{len(days)}] {day}: ", end="", flush=True)
@@ -233,6 +234,7 @@ def _print_unbilled(days: list[tuple[dt.date, str]]) -> None:
 
 
 def cmd_restate(args: argparse.Namespace) -> None:
+    from billing_jobs import audit
     from billing_jobs.restate import last_landed_day, restate, stale_reasons, unbilled_days
 
     settings = _settings(args, source=True)
@@ -242,6 +244,7 @@ def cmd_restate(args: argparse.Namespace) -> None:
                                    if days else "nothing"))
     else:
         _say_secret(settings)
+        audit.preload()
         done = restate(settings, args.since)
         for day, result in done:
             print(f"{day}: re-billed: {result['starts_on_day']:,} starts, amount "
@@ -259,12 +262,14 @@ def cmd_restate(args: argparse.Namespace) -> None:
 
 
 def cmd_reconcile_provider(args: argparse.Namespace) -> None:
+    from billing_jobs import audit
     from billing_jobs.provider_reconcile import reconcile_day
 
     days = _days(args)
     settings = _settings(args, source=True)
     settings.check_expectations()
     _say_secret(settings)
+    audit.preload()
     for day in days:
         try:
             c = reconcile_day(settings, day, args.tolerance_minutes)
