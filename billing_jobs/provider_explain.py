@@ -173,5 +173,5 @@ def wording(d: dict, f: dict) -> str:
         return (f"the contact's session was already open in our log (inbound {f['inbound_id']} at "
                 f"{f['inbound_sent_at']:%Y-%m-%d %H:%M:%S} UTC): the rules charge a session once "
                 f"however long it runs, WhatsApp a new conversation every 24 h")
-    return (f"our log has {f['near_messages']} message(s) of this stream within 24 h of the "
-            f"opening but the rules charged no start that pairs with it")
+    return ("our log has messages of this stream within 24 h of the opening but the rules "
+            "charged no start that pairs with it")

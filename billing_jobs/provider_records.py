@@ -199,10 +199,7 @@ def deduplicate(table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
     copies folded)."""
     if table.num_rows == 0:
         return table, _quarantine_schema().empty_table(), 0
-    ids = _codes(table.column("conversation_id"))
-    shape = _codes(pc.binary_join_element_wise(
-        *(table.column(c) for c in ("line_id", "contact_id", "conversation_type")),
-        pc.cast(pc.cast(table.column("opened_at"), pa.int64()), pa.string()), "\x1f"))
+    ids, shape = _copy_codes(table)
     order = np.lexsort((np.arange(len(ids)), ids))
     ids_sorted, shape_sorted = ids[order], shape[order]
     first = np.ones(len(ids), dtype=bool)
@@ -224,15 +221,45 @@ def deduplicate(table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
         "reason": pa.array([CONFLICTING_DUPLICATE] * conflicts.num_rows, pa.string()),
         "record": pa.array(records, pa.string())}, schema=_quarantine_schema())
     folded = int(np.sum(~first & ~conflicting))
-    return table.take(pa.array(np.sort(keep), pa.int64())), quarantined, folded
+    kept = np.zeros(table.num_rows, dtype=bool)
+    kept[keep] = True
+    return table.filter(pa.array(kept)), quarantined, folded
 
 
-def _codes(values) -> np.ndarray:
-    """One integer per distinct value (in order of first appearance): equal values, equal codes."""
-    encoded = pc.dictionary_encode(values)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    return np.asarray(encoded.indices, dtype=np.int64)
+def _copy_codes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, a code of its conversation id and a code of what its copies must agree on
+    (stream, type, opening): equal values, equal codes. One in-process DuckDB query, whose hash
+    joins use every core."""
+    import duckdb
+
+    con = duckdb.connect(config={"temp_directory": ""})  # contacts stay in memory
+    try:
+        con.register("t", table.select(["conversation_id", "line_id", "contact_id",
+                                        "conversation_type", "opened_at"]).append_column(
+            "i", pa.array(np.arange(table.num_rows), pa.int64())))
+        found = con.sql("""
+            with
+            ids as (
+                select conversation_id, row_number() over () as id
+                from (select distinct conversation_id from t)
+            ),
+            shapes as (
+                select line_id, contact_id, conversation_type, opened_at,
+                    row_number() over () as shape
+                from (select distinct line_id, contact_id, conversation_type, opened_at from t)
+            )
+            select t.i, ids.id, shapes.shape
+            from t
+            inner join ids using (conversation_id)
+            inner join shapes using (line_id, contact_id, conversation_type, opened_at)
+        """).to_arrow_table()
+    finally:
+        con.close()
+    at = np.asarray(found.column("i"), dtype=np.int64)
+    ids, shape = np.empty(table.num_rows, dtype=np.int64), np.empty(table.num_rows, dtype=np.int64)
+    ids[at] = np.asarray(found.column("id"), dtype=np.int64)
+    shape[at] = np.asarray(found.column("shape"), dtype=np.int64)
+    return ids, shape
 
 
 def _plain(value):

@@ -3,6 +3,7 @@ only `contact_key`, an HMAC-SHA256 of the contact id under the configured secret
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 
@@ -25,12 +26,32 @@ def contact_key(contact_id: str, secret: str) -> str:
 
 
 def contact_keys(contacts: pa.ChunkedArray | pa.Array, secret: str) -> pa.Array:
-    """`contact_key` of every contact id, computed once per distinct id."""
+    """`contact_key` of every contact id, computed once per distinct id, all at once: the HMAC
+    is written out as the two SHA-256 it is (RFC 2104) and run by an in-process DuckDB query,
+    several times faster than hmac per id for the 800k distinct contacts of a 10M-message day.
+    `contact_key` is the definition; a test holds the two equal."""
     encoded = pc.dictionary_encode(contacts)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
-    keys = [contact_key(c, secret) for c in encoded.dictionary.to_pylist()]
-    return pc.take(pa.array(keys, pa.string()), encoded.indices)
+    distinct = pc.cast(encoded.dictionary, pa.string())
+    if len(distinct) == 0:
+        return pa.array([None] * len(encoded), pa.string())
+    canonical_ids = pc.if_else(pc.starts_with(distinct, "+"),
+                               pc.utf8_slice_codeunits(distinct, 1), distinct)
+    import duckdb
+
+    key = secret.encode()
+    key = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+    con = duckdb.connect()
+    try:
+        con.register("ids", pa.table({"id": canonical_ids}))
+        keys = con.sql("select sha256($outer::blob || unhex(sha256($inner::blob || encode(id))))"
+                       " from ids", params={"inner": bytes(b ^ 0x36 for b in key),
+                                            "outer": bytes(b ^ 0x5C for b in key)}
+                       ).to_arrow_table().column(0)
+    finally:
+        con.close()
+    return pc.take(keys.combine_chunks(), encoded.indices)
 
 
 def pseudonymised_records(records: pa.ChunkedArray, secret: str) -> pa.Array:

@@ -86,7 +86,8 @@ def test_bench_data_is_generated_in_a_child_process(tmp_path):
 
 def test_provider_bench_times_billing_and_reconciliation_and_holds_the_share(tmp_path):
     """The provider case bills the third day and reconciles the second, each in its own process,
-    prints both with the share, and fails when the share is above its target."""
+    prints both with the share, and fails when the share is above its target (from 10M messages
+    a day: below, the process start and imports are most of both)."""
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "3000", "--what", "provider", "--repeat", "1",
          "--data", str(tmp_path / "data"), "--results", str(tmp_path / "results")],
@@ -97,5 +98,11 @@ def test_provider_bench_times_billing_and_reconciliation_and_holds_the_share(tmp
     share = rows[1]["seconds"] / rows[0]["seconds"]
     assert f"| 3,000 | {rows[0]['seconds']:.1f} s | {rows[1]['seconds']:.1f} s | {share:.0%} |" \
         in done.stdout
-    assert (done.returncode != 0) == (share > 0.20)
-    assert bool(missed_targets(rows)) == (share > 0.20)
+    assert done.returncode == 0, done.stderr
+    assert missed_targets(rows) == []  # 3,000 messages: reported, not held to the share
+    at_10m = [{**r, "messages": 10_000_000} for r in rows]
+    assert bool(missed_targets(at_10m)) == (share > 0.20)
+    billing = {**at_10m[0], "seconds": 100.0}
+    assert missed_targets([billing, {**at_10m[1], "seconds": 20.0}]) == []
+    assert missed_targets([billing, {**at_10m[1], "seconds": 21.0}]) == [
+        "provider reconciliation 10,000,000: 21% of the billing day's time > 20%"]

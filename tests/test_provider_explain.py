@@ -71,7 +71,7 @@ CASES = [
      "the contact's session was already open in our log (inbound earlier at "
      "2026-03-02 07:00:00 UTC)"),
     (difference("provider_only", "h", cid="wa-h", ptype=BI, opened=9),
-     "our log has 1 message(s) of this stream within 24 h of the opening"),
+     "our log has messages of this stream within 24 h of the opening but the rules charged no"),
     (difference("type_mismatch", "a", mid="t-sent", ctype=BI, hour=10, cid="wa-x", ptype=UI,
                 opened=10),
      "WhatsApp reports a user_initiated conversation where the rules charged a "

@@ -44,8 +44,9 @@ facts as (
             and direction = 'outbound' and status in ('delivered', 'read')
             and sent_at > started_at and sent_at < started_at + interval 24 hour
         ) as answer,
-        -- messages of the stream within 24 h of a conversation only WhatsApp has
-        count(distinct message_id) filter (where kind = 'provider_only') as near_messages,
+        -- whether the stream has messages within 24 h of a conversation only WhatsApp has (status
+        -- copies of a message are rows of their own: counted, they would overstate it)
+        count(*) filter (where kind = 'provider_only') > 0 as near_messages,
         -- the contact's last message in the 24 h before it: our session was open
         max({'sent_at': sent_at, 'message_id': message_id}) filter (
             where kind = 'provider_only' and direction = 'inbound'
@@ -77,7 +78,7 @@ final as (
         holder.holder.opened_at as holder_opened_at,
         facts.answer.message_id as answer_id,
         facts.answer.sent_at as answer_sent_at,
-        coalesce(facts.near_messages, 0) as near_messages,
+        coalesce(facts.near_messages, false) as near_messages,
         facts.last_inbound.message_id as inbound_id,
         facts.last_inbound.sent_at as inbound_sent_at
     from diffs
