@@ -7,6 +7,10 @@ Which items take part, for date D: our published starts of D-1, D and D+1 and Wh
 conversations opened D-1..D+1, so that a conversation opened just after midnight can pair with a
 start just before it (and one just before midnight with a start just after). What is reported
 for D: the pairs and `ours_only` of D's starts, and the `provider_only` conversations opened on D.
+
+How: everything stays columnar. The starts arrive as Arrow, the pairing works on arrays
+(provider_pairing.py), and the day's pairs, differences and reconciliation rows are three SQL
+statements (statements/provider_*.sql) run by an in-process DuckDB over those Arrow tables.
 """
 
 from __future__ import annotations

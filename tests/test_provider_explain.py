@@ -99,8 +99,8 @@ def test_each_case_of_the_spec_is_explained_from_the_log(tmp_path, fmt):
     files = write_log(tmp_path, fmt)
     assert _scannable(files[0]) == (fmt == "parquet")  # DuckDB's scan, else the landing reader
     diffs = pa.Table.from_pylist([d for d, _ in CASES])
-    convs = pa.Table.from_pylist([{
-        "conversation_id": "wa-open", "line_id": "L1",
+    convs = pa.Table.from_pylist([{  # b's contact comes from here, the others' from the log
+        "conversation_id": "wa-open", "line_id": "L1", "contact_id": CONTACTS["b"].lstrip("+"),
         "contact_key": contact_key(CONTACTS["b"].lstrip("+"), SECRET), "opened_at": at(9)}])
     words = explanations(diffs, convs, files, SECRET).to_pylist()
     for (d, expected), said in zip(CASES, words):
@@ -115,6 +115,7 @@ def test_a_start_whose_message_belongs_to_another_contact_is_not_explained_by_it
     files = write_log(tmp_path, "parquet")
     wrong = {**difference("ours_only", "d", mid="in-answered", ctype=UI, hour=8)}
     words = explanations(pa.Table.from_pylist([wrong]), pa.Table.from_pylist([{
-        "conversation_id": "x", "line_id": "L1", "contact_key": "k", "opened_at": at(0)}]),
+        "conversation_id": "x", "line_id": "L1", "contact_id": "491510000099",
+        "contact_key": "k", "opened_at": at(0)}]),
         files, SECRET).to_pylist()
     assert words[0].startswith("the business sent no delivered message")

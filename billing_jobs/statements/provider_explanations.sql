@@ -1,6 +1,7 @@
--- What the message log and WhatsApp's conversations say about each difference (provider
--- reconciliation). Runs in-process on: diffs (idx, kind, line_id, contact, contact_key,
--- message_id, conversation_type, started_at, opened_at), log (the message log of D-1..D+1:
+-- Why each difference of a provider reconciliation exists, in plain words, from what the message
+-- log and WhatsApp's conversations say. Runs in-process on: diffs (idx, kind, line_id, contact,
+-- contact_key, message_id, conversation_type, started_at, provider_conversation_type,
+-- opened_at), log (the message log of D-1..D+1:
 -- message_id, line_id, contact, direction, status, sent_at) and convs (WhatsApp's accepted
 -- conversations of D-1..D+1). The log is scanned once, joined to the differences' streams.
 with
@@ -70,21 +71,66 @@ holder as (
     group by anchored.idx
 ),
 
-final as (
+facts_of_each as (
     select
         diffs.idx,
+        diffs.kind,
+        diffs.conversation_type,
+        diffs.provider_conversation_type,
         facts.status_rank,
         holder.holder.conversation_id as holder_id,
-        holder.holder.opened_at as holder_opened_at,
+        strftime(holder.holder.opened_at at time zone 'UTC', '%Y-%m-%d %H:%M:%S') as holder_at,
         facts.answer.message_id as answer_id,
-        facts.answer.sent_at as answer_sent_at,
+        strftime(facts.answer.sent_at at time zone 'UTC', '%Y-%m-%d %H:%M:%S') as answer_at,
         coalesce(facts.near_messages, false) as near_messages,
         facts.last_inbound.message_id as inbound_id,
-        facts.last_inbound.sent_at as inbound_sent_at
+        strftime(facts.last_inbound.sent_at at time zone 'UTC', '%Y-%m-%d %H:%M:%S') as inbound_at
     from diffs
     left join facts on facts.idx = diffs.idx
     left join holder on holder.idx = diffs.idx
+),
+
+final as (
+    -- the plain words of billing-rules.md's cases
+    select
+        idx,
+        case
+            when kind = 'type_mismatch' then
+                'WhatsApp reports a ' || provider_conversation_type || ' conversation where the '
+                || 'rules charged a ' || conversation_type || ' start'
+            when kind = 'ours_only' and conversation_type = 'business_initiated' then
+                case
+                    when status_rank = 1 then
+                        'the template never reached delivered or read (status sent): WhatsApp '
+                        || 'opens a conversation only on delivery'
+                    when holder_id is not null then
+                        'sent while WhatsApp already had conversation ' || holder_id || ' of this '
+                        || 'stream open (opened ' || holder_at || ' UTC): the rules charge every '
+                        || 'template attempt outside a session, WhatsApp one conversation per 24 h'
+                    else 'WhatsApp reported no conversation of this stream around the template'
+                end
+            when kind = 'ours_only' then
+                case
+                    when answer_id is null then
+                        'the business sent no delivered message in the 24 h after it: WhatsApp '
+                        || 'charges a user-initiated conversation only once the business answers'
+                    else
+                        'the business answered (' || answer_id || ' delivered ' || answer_at
+                        || ' UTC) but WhatsApp reported no conversation of this stream'
+                end
+            when not near_messages then
+                'our log has no message of this stream within 24 h of the opening: a message '
+                || 'missing from our log'
+            when inbound_id is not null then
+                'the contact''s session was already open in our log (inbound ' || inbound_id
+                || ' at ' || inbound_at || ' UTC): the rules charge a session once however long '
+                || 'it runs, WhatsApp a new conversation every 24 h'
+            else
+                'our log has messages of this stream within 24 h of the opening but the rules '
+                || 'charged no start that pairs with it'
+        end as explanation
+    from facts_of_each
 )
 
-select * from final
+select explanation from final
 order by idx
