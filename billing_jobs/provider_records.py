@@ -206,7 +206,8 @@ def deduplicate(table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
     first[1:] = ids_sorted[1:] != ids_sorted[:-1]
     group = np.cumsum(first) - 1
     varies = np.zeros(group[-1] + 1, dtype=bool)
-    np.logical_or.at(varies, group[1:], (shape_sorted[1:] != shape_sorted[:-1]) & ~first[1:])
+    differs = (shape_sorted[1:] != shape_sorted[:-1]) & ~first[1:]
+    varies[group[1:][differs]] = True
     conflicting = varies[group]
     keep = order[first & ~conflicting]
     dropped = order[conflicting]
