@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from billing_jobs import landing
 from billing_jobs.contract import BUSINESS_INITIATED, USER_INITIATED
 from billing_jobs.dedupe import deduplicate
+from billing_jobs.tables import first_of_runs
 
 SECOND = 10**9
 DAY = 24 * 3600 * SECOND
@@ -78,8 +79,7 @@ def simulate(messages: pa.Table, delays: np.ndarray) -> pa.Table:
     alive = np.ones(len(cand), dtype=bool)
     while alive.any():
         idx = np.flatnonzero(alive)
-        _, first = np.unique(c_stream[idx], return_index=True)
-        chosen = idx[first]
+        chosen = idx[first_of_runs(c_stream[idx])]  # candidates are ordered by stream
         opens[chosen] = True
         conv_end[c_stream[chosen]] = c_opened[chosen] + DAY
         alive = ~opens & (c_at >= conv_end[c_stream])

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from billing_jobs import landing, warehouse
 from billing_jobs.contract import DEFAULT_STATUS, DIRECTIONS, MESSAGE_TYPES, STATUSES
 from billing_jobs.pseudonym import contact_key
+from billing_jobs.tables import in_memory_duckdb
 
 DIFFS = pa.schema([
     ("idx", pa.int64()), ("kind", pa.string()), ("line_id", pa.string()),
@@ -40,10 +41,7 @@ def explanations(differences: pa.Table, convs: pa.Table, files: list[Path], secr
     conversations of the window (conversation_id, line_id, contact_key, contact_id, opened_at)."""
     if differences.num_rows == 0:
         return pa.array([], pa.string())
-    import duckdb
-
-    con = duckdb.connect(config={"temp_directory": ""})  # nothing spilled: contacts stay in memory
-    try:
+    with in_memory_duckdb() as con:
         _register_log(con, files)
         diffs = differences.append_column("idx", pa.array(range(differences.num_rows), pa.int64()))
         diffs = diffs.select(DIFFS.names).cast(DIFFS)
@@ -54,8 +52,6 @@ def explanations(differences: pa.Table, convs: pa.Table, files: list[Path], secr
                                             "opened_at"]))
         sql = (warehouse.STATEMENTS / "provider_explanations.sql").read_text()
         return con.sql(sql).to_arrow_table().column("explanation").combine_chunks()
-    finally:
-        con.close()
 
 
 def _register_log(con, files: list[Path]) -> None:
@@ -64,7 +60,7 @@ def _register_log(con, files: list[Path]) -> None:
     parts = []
     if direct:
         listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in direct)
-        quoted = ", ".join(f"'{v}'" for v in (*DIRECTIONS,))
+        directions = ", ".join(f"'{v}'" for v in DIRECTIONS)
         types = ", ".join(f"'{v}'" for v in MESSAGE_TYPES)
         statuses = ", ".join(f"'{v}'" for v in STATUSES)
         parts.append(f"""
@@ -81,7 +77,7 @@ def _register_log(con, files: list[Path]) -> None:
                     sent_at
                 from read_parquet([{listed}], union_by_name = true)
             )
-            where direction in ({quoted}) and message_type in ({types})
+            where direction in ({directions}) and message_type in ({types})
                 and status in ({statuses}) and sent_at is not null
                 and message_id is not null and line_id is not null and contact is not null""")
     others = [f for f in files if f not in direct]

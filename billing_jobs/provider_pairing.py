@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing_jobs.contract import BUSINESS_INITIATED
+from billing_jobs.tables import distinct_sorted, in_memory_duckdb, repeated
 
 MINUTE = 60 * 10**9
 DAY = 24 * 60 * MINUTE
@@ -162,7 +163,7 @@ def _pass(s_order, s_group, s_lo, s_hi, c_group, c_at, c_rank, s_match, c_free) 
     if len(todo) == 0 or len(cands) == 0:
         return
     # times as ranks, so that (group, time) is one int64 key that cannot overflow
-    times = np.unique(np.concatenate([c_at[cands], s_lo[todo], s_hi[todo]]))
+    times = distinct_sorted(np.concatenate([c_at[cands], s_lo[todo], s_hi[todo]]))
     width = len(times) + 1
     cands = cands[np.lexsort((c_rank[cands], c_at[cands], c_group[cands]))]
     c_key = c_group[cands] * width + np.searchsorted(times, c_at[cands])
@@ -173,10 +174,8 @@ def _pass(s_order, s_group, s_lo, s_hi, c_group, c_at, c_rank, s_match, c_free) 
     found[found] = c_key[first[found]] < hi_key[found]
     # groups in which two starts want the same conversation are swept item by item
     wanted = first[found]
-    taken, counts = np.unique(wanted, return_counts=True)
-    contested_groups = set(s_group[todo[found][np.isin(wanted, taken[counts > 1])]].tolist())
-    contested = np.isin(s_group[todo], np.fromiter(contested_groups, np.int64,
-                                                   len(contested_groups)))
+    contested_groups = distinct_sorted(s_group[todo[found][np.isin(wanted, repeated(wanted))]])
+    contested = np.isin(s_group[todo], contested_groups)
     easy = found & ~contested
     s_match[todo[easy]] = cands[first[easy]]
     c_free[cands[first[easy]]] = False
@@ -201,11 +200,8 @@ def _group_codes(starts: pa.Table, conversations: pa.Table) -> dict:
     every core; Arrow's dictionary encoding of 3.6M composite keys did not): `stream` per
     (line_id, contact_key), `type` per conversation type, `by_message` per (stream, message_id)
     (-1 for a conversation without message id), and the code of `business_initiated`."""
-    import duckdb
-
     columns = ["line_id", "contact_key", "conversation_type", "message_id"]
-    con = duckdb.connect()
-    try:
+    with in_memory_duckdb() as con:
         for name, table in (("s", starts), ("c", conversations)):
             con.register(name, table.select(columns).append_column(
                 "i", pa.array(np.arange(table.num_rows), pa.int64())))
@@ -237,8 +233,6 @@ def _group_codes(starts: pa.Table, conversations: pa.Table) -> dict:
             inner join types using (conversation_type)
             left join messages using (line_id, contact_key, message_id)
         """, params={"business": BUSINESS_INITIATED}).to_arrow_table()
-    finally:
-        con.close()
     side = np.asarray(found.column("side"), dtype=np.int64)
     at = np.asarray(found.column("i"), dtype=np.int64)
     out = {}

@@ -32,11 +32,11 @@ from billing_jobs.provider_explain import explanations
 from billing_jobs.provider_pairing import MATCHED, MINUTE, TYPE_MISMATCH, pair_indices, pair_kinds
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
 from billing_jobs.reference_data import load_reference
+from billing_jobs.tables import in_memory_duckdb
 
 log = logging.getLogger(__name__)
 DAY_TABLES = ("provider_conversations", "provider_pairs", "provider_differences",
               "provider_reconciliation", "provider_quarantined")
-KEY = ("customer_id", "country", "conversation_type")
 
 
 def reconcile_day(settings: Settings, day: dt.date, tolerance_minutes: int = 10) -> dict:
@@ -84,13 +84,11 @@ def compute_day(settings: Settings, day: dt.date, run_id: str, tolerance_minutes
         "rows_read": rows_read, "accepted": accepted_day.num_rows,
         "quarantined": quarantined_day.num_rows,
         "duplicates": rows_read - accepted_day.num_rows - quarantined_day.num_rows,
-        "our_starts": int(pc.sum(pc.equal(starts.column("billing_date"),
-                                          pa.scalar(day, pa.date32()))).as_py() or 0),
-        "matched": int(pc.sum(pc.equal(kinds, MATCHED)).as_py() or 0),
-        "type_mismatch": int(pc.sum(pc.equal(kinds, TYPE_MISMATCH)).as_py() or 0),
-        "ours_only": int(pc.sum(pc.equal(differences.column("kind"), "ours_only")).as_py() or 0),
-        "provider_only": int(pc.sum(pc.equal(differences.column("kind"),
-                                             "provider_only")).as_py() or 0),
+        "our_starts": _count(starts.column("billing_date"), pa.scalar(day, pa.date32())),
+        "matched": _count(kinds, MATCHED),
+        "type_mismatch": _count(kinds, TYPE_MISMATCH),
+        "ours_only": _count(differences.column("kind"), "ours_only"),
+        "provider_only": _count(differences.column("kind"), "provider_only"),
     }
     return {
         "day": day, "run_id": run_id, "counts": counts,
@@ -102,6 +100,10 @@ def compute_day(settings: Settings, day: dt.date, run_id: str, tolerance_minutes
         "provider_quarantined": _quarantine_rows(quarantined_day, day, run_id,
                                                  settings.contact_key_secret),
     }
+
+
+def _count(column, value) -> int:
+    return int(pc.sum(pc.equal(column, value)).as_py() or 0)
 
 
 def _owned(valid: pa.Table, lines: dict[str, tuple[str, str]], secret: str) -> pa.Table:
@@ -128,18 +130,13 @@ def _day_tables(day: dt.date, starts: pa.Table, convs: pa.Table, pairs: pa.Table
                 ) -> dict[str, pa.Table]:
     """The day's pairs, differences and reconciliation rows, by the in-process DuckDB statements
     provider_day_pairs.sql, provider_differences.sql and provider_reconciliation.sql."""
-    import duckdb
-
-    con = duckdb.connect(config={"temp_directory": ""})  # the canonical contacts stay in memory
-    try:
+    with in_memory_duckdb() as con:
         for name, table in (("starts", starts), ("convs", convs), ("pairs", pairs)):
             con.register(name, table)
         return {name: con.sql((warehouse.STATEMENTS / f"provider_{statement}.sql").read_text(),
                               params={"day": day}).to_arrow_table()
                 for name, statement in (("pairs", "day_pairs"), ("differences", "differences"),
                                         ("reconciliation", "reconciliation"))}
-    finally:
-        con.close()
 
 
 def _stamped(table: pa.Table, day: dt.date, run_id: str) -> pa.Table:

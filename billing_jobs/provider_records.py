@@ -40,6 +40,7 @@ from billing_jobs.landing import (
     quarantine_rows,
     read_raw,
 )
+from billing_jobs.tables import in_memory_duckdb
 
 FOLDER = "provider_conversations"
 COLUMNS = ("conversation_id", "line_id", "contact_id", "conversation_type", "opened_at",
@@ -231,10 +232,7 @@ def _copy_codes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Per row, a code of its conversation id and a code of what its copies must agree on
     (stream, type, opening): equal values, equal codes. One in-process DuckDB query, whose hash
     joins use every core."""
-    import duckdb
-
-    con = duckdb.connect(config={"temp_directory": ""})  # contacts stay in memory
-    try:
+    with in_memory_duckdb() as con:
         con.register("t", table.select(["conversation_id", "line_id", "contact_id",
                                         "conversation_type", "opened_at"]).append_column(
             "i", pa.array(np.arange(table.num_rows), pa.int64())))
@@ -254,8 +252,6 @@ def _copy_codes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
             inner join ids using (conversation_id)
             inner join shapes using (line_id, contact_id, conversation_type, opened_at)
         """).to_arrow_table()
-    finally:
-        con.close()
     at = np.asarray(found.column("i"), dtype=np.int64)
     ids, shape = np.empty(table.num_rows, dtype=np.int64), np.empty(table.num_rows, dtype=np.int64)
     ids[at] = np.asarray(found.column("id"), dtype=np.int64)

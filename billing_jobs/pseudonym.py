@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing_jobs.errors import redact
+from billing_jobs.tables import in_memory_duckdb
 
 
 def canonical(contact_id) -> str:
@@ -38,19 +39,14 @@ def contact_keys(contacts: pa.ChunkedArray | pa.Array, secret: str) -> pa.Array:
         return pa.array([None] * len(encoded), pa.string())
     canonical_ids = pc.if_else(pc.starts_with(distinct, "+"),
                                pc.utf8_slice_codeunits(distinct, 1), distinct)
-    import duckdb
-
     key = secret.encode()
     key = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
-    con = duckdb.connect()
-    try:
+    with in_memory_duckdb() as con:
         con.register("ids", pa.table({"id": canonical_ids}))
         keys = con.sql("select sha256($outer::blob || unhex(sha256($inner::blob || encode(id))))"
                        " from ids", params={"inner": bytes(b ^ 0x36 for b in key),
                                             "outer": bytes(b ^ 0x5C for b in key)}
                        ).to_arrow_table().column(0)
-    finally:
-        con.close()
     return pc.take(keys.combine_chunks(), encoded.indices)
 
 
