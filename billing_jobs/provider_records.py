@@ -40,7 +40,7 @@ from billing_jobs.landing import (
     quarantine_rows,
     read_raw,
 )
-from billing_jobs.tables import in_memory_duckdb
+from billing_jobs.tables import constant
 
 FOLDER = "provider_conversations"
 COLUMNS = ("conversation_id", "line_id", "contact_id", "conversation_type", "opened_at",
@@ -67,7 +67,7 @@ VALID_SCHEMA = pa.schema([
     ("conversation_id", pa.string()), ("line_id", pa.string()), ("contact_id", pa.string()),
     ("conversation_type", pa.string()), ("opened_at", TIMESTAMP), ("message_id", pa.string()),
     ("billable", pa.bool_()), ("cost", pa.decimal128(20, 10)), ("currency", pa.string()),
-    ("source_file", pa.string()), ("source_row", pa.int64()),
+    ("source_file", pa.dictionary(pa.int32(), pa.string())), ("source_row", pa.int64()),
 ])
 
 
@@ -172,9 +172,12 @@ def validate(raw: pa.Table, source_file: str, partition_date: dt.date | None,
             billable_text, value_set=pa.array(FALSE)), null_as=False))),
         "cost": cost, "currency": pc.if_else(pa.array(currency_given), currency,
                                              pa.scalar(None, pa.string())),
-        "source_file": pa.array([source_file] * n, pa.string()),
+        "source_file": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)),
+                                                      pa.array([source_file], pa.string())),
         "source_row": pa.array(numbers, pa.int64()),
-    }, schema=VALID_SCHEMA).filter(pa.array(reason == 0))
+    }, schema=VALID_SCHEMA)
+    if reason.any():
+        valid = valid.filter(pa.array(reason == 0))
     bad_idx = np.flatnonzero(reason)
     quarantined = quarantine_rows(raw.take(pa.array(bad_idx, pa.int64())), source_file,
                                   numbers[bad_idx].tolist(),
@@ -200,63 +203,55 @@ def deduplicate(table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
     copies folded)."""
     if table.num_rows == 0:
         return table, _quarantine_schema().empty_table(), 0
-    ids, shape = _copy_codes(table)
-    order = np.lexsort((np.arange(len(ids)), ids))
-    ids_sorted, shape_sorted = ids[order], shape[order]
-    first = np.ones(len(ids), dtype=bool)
+    ids = np.asarray(pc.dictionary_encode(table.column("conversation_id").combine_chunks())
+                     .indices, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")  # by id, then as read
+    ids_sorted = ids[order]
+    first = np.ones(len(order), dtype=bool)
     first[1:] = ids_sorted[1:] != ids_sorted[:-1]
     group = np.cumsum(first) - 1
-    varies = np.zeros(group[-1] + 1, dtype=bool)
-    differs = (shape_sorted[1:] != shape_sorted[:-1]) & ~first[1:]
-    varies[group[1:][differs]] = True
+    copies = np.flatnonzero(~first)  # positions, in that order, of every copy after the first
+    heads = np.flatnonzero(first)
+    differs = _differs(table, order[copies], order[heads[group[copies]]])
+    varies = np.zeros(len(heads), dtype=bool)
+    varies[group[copies][differs]] = True
     conflicting = varies[group]
-    keep = order[first & ~conflicting]
-    dropped = order[conflicting]
-    conflicts = table.take(pa.array(np.sort(dropped), pa.int64()))
+    folded = int(np.sum(~first & ~conflicting))
+    if not conflicting.any() and folded == 0:
+        return table, _quarantine_schema().empty_table(), 0
+    kept = np.zeros(table.num_rows, dtype=bool)
+    kept[order[first & ~conflicting]] = True
+    return table.filter(pa.array(kept)), _conflicts(table, np.sort(order[conflicting])), folded
+
+
+def _differs(table: pa.Table, rows: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """Whether each copy (`rows`) differs from the first copy of its id (`heads`) in what copies
+    must agree on: stream, type and opening (all required, never null once valid)."""
+    differs = np.zeros(len(rows), dtype=bool)
+    if len(rows) == 0:
+        return differs
+    at, of = pa.array(rows, pa.int64()), pa.array(heads, pa.int64())
+    for name in ("line_id", "contact_id", "conversation_type", "opened_at"):
+        column = table.column(name)
+        differs |= ~np.asarray(pc.fill_null(pc.equal(column.take(at), column.take(of)), False),
+                               dtype=bool)
+    return differs
+
+
+def _conflicts(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """Conflicting copies as quarantine rows."""
+    if len(rows) == 0:
+        return _quarantine_schema().empty_table()
+    conflicts = table.take(pa.array(rows, pa.int64()))
     records = [json.dumps({k: _plain(v) for k, v in r.items()
                            if k not in ("source_file", "source_row")}, sort_keys=True)
                for r in conflicts.to_pylist()]
-    quarantined = pa.table({
-        "source_file": conflicts.column("source_file"),
+    return pa.table({
+        "source_file": pc.cast(conflicts.column("source_file"), pa.string()),
         "source_row": conflicts.column("source_row"),
         "conversation_id": conflicts.column("conversation_id"),
-        "reason": pa.array([CONFLICTING_DUPLICATE] * conflicts.num_rows, pa.string()),
+        "reason": constant(CONFLICTING_DUPLICATE, conflicts.num_rows, pa.string()),
         "record": pa.array(records, pa.string())}, schema=_quarantine_schema())
-    folded = int(np.sum(~first & ~conflicting))
-    kept = np.zeros(table.num_rows, dtype=bool)
-    kept[keep] = True
-    return table.filter(pa.array(kept)), quarantined, folded
-
-
-def _copy_codes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, a code of its conversation id and a code of what its copies must agree on
-    (stream, type, opening): equal values, equal codes. One in-process DuckDB query, whose hash
-    joins use every core."""
-    with in_memory_duckdb() as con:
-        con.register("t", table.select(["conversation_id", "line_id", "contact_id",
-                                        "conversation_type", "opened_at"]).append_column(
-            "i", pa.array(np.arange(table.num_rows), pa.int64())))
-        found = con.sql("""
-            with
-            ids as (
-                select conversation_id, row_number() over () as id
-                from (select distinct conversation_id from t)
-            ),
-            shapes as (
-                select line_id, contact_id, conversation_type, opened_at,
-                    row_number() over () as shape
-                from (select distinct line_id, contact_id, conversation_type, opened_at from t)
-            )
-            select t.i, ids.id, shapes.shape
-            from t
-            inner join ids using (conversation_id)
-            inner join shapes using (line_id, contact_id, conversation_type, opened_at)
-        """).to_arrow_table()
-    at = np.asarray(found.column("i"), dtype=np.int64)
-    ids, shape = np.empty(table.num_rows, dtype=np.int64), np.empty(table.num_rows, dtype=np.int64)
-    ids[at] = np.asarray(found.column("id"), dtype=np.int64)
-    shape[at] = np.asarray(found.column("shape"), dtype=np.int64)
-    return ids, shape
 
 
 def _plain(value):

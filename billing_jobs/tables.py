@@ -82,6 +82,17 @@ def first_of_runs(ordered: np.ndarray) -> np.ndarray:
     return np.flatnonzero(starts)
 
 
+def constant(value, n: int, kind: pa.DataType) -> pa.Array:
+    """`n` copies of `value`: `pa.array([value] * n)` builds n Python references first, and
+    `pa.repeat` appends a string n times; a string column is laid out directly instead."""
+    if kind == pa.string() and value is not None:
+        encoded = value.encode()
+        if n * len(encoded) < 2**31 - 1:
+            offsets = np.arange(n + 1, dtype=np.int32) * np.int32(len(encoded))
+            return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
+    return pa.repeat(pa.scalar(value, kind), n)
+
+
 @contextlib.contextmanager
 def in_memory_duckdb():
     """An in-process DuckDB connection that never spills to disk: what it holds may include

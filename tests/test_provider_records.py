@@ -4,6 +4,7 @@ copies of one conversation folded or quarantined, on arbitrary inputs."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from decimal import Decimal
 
 import pyarrow as pa
@@ -56,3 +57,51 @@ def test_copies_that_agree_fold_and_copies_that_disagree_are_all_quarantined():
     assert conflicts.column("source_row").to_pylist() == [2, 4]
     assert set(conflicts.column("reason").to_pylist()) == {"conflicting_duplicate"}
     assert folded == 1
+
+
+def deduplicate_reference(rows: list[dict]) -> tuple[list[int], list[int], int]:
+    """The rule as written: per conversation id, copies that agree on stream, type and opening
+    fold into the first read; if any two disagree, every copy is quarantined. Returns the kept
+    and the quarantined source rows, and the number of copies folded."""
+    by_id: dict[str, list[dict]] = {}
+    for row in rows:
+        by_id.setdefault(row["conversation_id"], []).append(row)
+    kept, conflicting, folded = [], [], 0
+    for copies in by_id.values():
+        shapes = {(r["line_id"], r["contact_id"], r["conversation_type"], r["opened_at"])
+                  for r in copies}
+        if len(shapes) > 1:
+            conflicting += [r["source_row"] for r in copies]
+        else:
+            kept.append(copies[0]["source_row"])
+            folded += len(copies) - 1
+    return sorted(kept), sorted(conflicting), folded
+
+
+@st.composite
+def provider_rows(draw) -> list[dict]:
+    at = dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc)
+    return [{"conversation_id": draw(st.sampled_from(["c1", "c2", "c3", "c10", "c4"])),
+             "line_id": draw(st.sampled_from(["L1", "L2"])),
+             "contact_id": draw(st.sampled_from(["491", "492"])),
+             "conversation_type": draw(st.sampled_from(["user_initiated", "business_initiated"])),
+             "opened_at": at + dt.timedelta(seconds=draw(st.integers(0, 1))),
+             "message_id": draw(st.one_of(st.none(), st.sampled_from(["m1", "m2"]))),
+             "billable": True, "cost": None, "currency": None,
+             "source_file": draw(st.sampled_from(["a.csv", "b.parquet"])), "source_row": k + 1}
+            for k in range(draw(st.integers(0, 30)))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(provider_rows(), st.integers(1, 4))
+def test_the_vectorised_folding_equals_the_rule_as_written(rows, pieces):
+    # read as several files: a table of several chunks, as the day's partitions make it
+    cut = [len(rows) * k // pieces for k in range(pieces + 1)]
+    table = pa.concat_tables([pa.Table.from_pylist(rows[a:b], schema=VALID_SCHEMA)
+                              for a, b in itertools.pairwise(cut)])
+    kept, conflicts, folded = deduplicate(table)
+    expected_kept, expected_conflicting, expected_folded = deduplicate_reference(rows)
+    assert kept.column("source_row").to_pylist() == expected_kept
+    assert conflicts.column("source_row").to_pylist() == expected_conflicting
+    assert folded == expected_folded
+    assert kept.num_rows + conflicts.num_rows + folded == len(rows)  # nothing lost or doubled
