@@ -162,6 +162,8 @@ def _pass(s_order, s_group, s_lo, s_hi, c_group, c_at, c_rank, s_match, c_free) 
     cands = np.flatnonzero(c_free & (c_group >= 0))
     if len(todo) == 0 or len(cands) == 0:
         return
+    # only conversations of groups some free start looks in can be taken (most are paired by then)
+    cands = cands[np.isin(c_group[cands], s_group[todo])]
     # times as ranks, so that (group, time) is one int64 key that cannot overflow
     times = distinct_sorted(np.concatenate([c_at[cands], s_lo[todo], s_hi[todo]]))
     width = len(times) + 1
@@ -191,16 +193,32 @@ def _pass(s_order, s_group, s_lo, s_hi, c_group, c_at, c_rank, s_match, c_free) 
 
 
 def _sort(table: pa.Table, at: str, ident: str) -> np.ndarray:
-    return np.asarray(pc.sort_indices(table.select([at, ident]), sort_keys=[
-        (at, "ascending"), (ident, "ascending")]), dtype=np.int64)
+    """Row numbers by (`at`, `ident`): by time in numpy, then only the rows that share an
+    instant ordered by their id (sorting millions of ids as text is what took the time)."""
+    instants = _ns(table.column(at))
+    order = np.argsort(instants, kind="stable")
+    times = instants[order]
+    tied = np.zeros(len(order), dtype=bool)
+    same = times[1:] == times[:-1]
+    tied[1:] |= same
+    tied[:-1] |= same
+    if not tied.any():
+        return order
+    rows = order[tied]
+    by_id = np.asarray(pc.sort_indices(pa.table({
+        "at": pa.array(times[tied]), "id": table.column(ident).take(pa.array(rows))}),
+        sort_keys=[("at", "ascending"), ("id", "ascending")]), dtype=np.int64)
+    order[np.flatnonzero(tied)] = rows[by_id]
+    return order
 
 
 def _group_codes(starts: pa.Table, conversations: pa.Table) -> dict:
-    """Integer codes shared by both sides, from one in-process DuckDB query (a hash join runs on
-    every core; Arrow's dictionary encoding of 3.6M composite keys did not): `stream` per
-    (line_id, contact_key), `type` per conversation type, `by_message` per (stream, message_id)
-    (-1 for a conversation without message id), and the code of `business_initiated`."""
-    columns = ["line_id", "contact_key", "conversation_type", "message_id"]
+    """Integer codes shared by both sides: `stream` per (line_id, contact_key), `type` per
+    conversation type, `by_message` per (stream, message_id) (-1 for a conversation without
+    message id), and the code of `business_initiated`. Streams and messages come from one
+    in-process DuckDB query (a hash join runs on every core; Arrow's dictionary encoding of 3.6M
+    composite keys did not); the few types from Arrow."""
+    columns = ["line_id", "contact_key", "message_id"]
     with in_memory_duckdb() as con:
         for name, table in (("s", starts), ("c", conversations)):
             con.register(name, table.select(columns).append_column(
@@ -208,35 +226,32 @@ def _group_codes(starts: pa.Table, conversations: pa.Table) -> dict:
         found = con.sql("""
             with
             items as (
-                select 0 as side, i, line_id, contact_key, conversation_type, message_id from s
+                select 0 as side, i, line_id, contact_key, message_id from s
                 union all
-                select 1, i, line_id, contact_key, conversation_type, message_id from c
+                select 1, i, line_id, contact_key, message_id from c
             ),
             streams as (
                 select line_id, contact_key, row_number() over () - 1 as stream
                 from (select distinct line_id, contact_key from items)
             ),
-            types as (
-                select conversation_type, row_number() over () - 1 as type
-                from (select distinct conversation_type from items)
+            coded as (
+                select items.side, items.i, streams.stream, items.message_id
+                from items
+                inner join streams using (line_id, contact_key)
             ),
             messages as (
-                select line_id, contact_key, message_id, row_number() over () - 1 as by_message
-                from (select distinct line_id, contact_key, message_id from items
-                      where message_id is not null)
+                select stream, message_id, row_number() over () - 1 as by_message
+                from (select distinct stream, message_id from coded where message_id is not null)
             )
-            select items.side, items.i, streams.stream, types.type,
-                coalesce(messages.by_message, -1) as by_message,
-                items.conversation_type = $business as business
-            from items
-            inner join streams using (line_id, contact_key)
-            inner join types using (conversation_type)
-            left join messages using (line_id, contact_key, message_id)
-        """, params={"business": BUSINESS_INITIATED}).to_arrow_table()
+            select coded.side, coded.i, coded.stream,
+                coalesce(messages.by_message, -1) as by_message
+            from coded
+            left join messages using (stream, message_id)
+        """).to_arrow_table()
     side = np.asarray(found.column("side"), dtype=np.int64)
     at = np.asarray(found.column("i"), dtype=np.int64)
     out = {}
-    for name in ("stream", "type", "by_message"):
+    for name in ("stream", "by_message"):
         values = np.asarray(found.column(name), dtype=np.int64)
         pair = []
         for k, n in ((0, starts.num_rows), (1, conversations.num_rows)):
@@ -244,8 +259,12 @@ def _group_codes(starts: pa.Table, conversations: pa.Table) -> dict:
             codes[at[side == k]] = values[side == k]
             pair.append(codes)
         out[name] = tuple(pair)
-    business = np.asarray(found.column("type"))[np.asarray(found.column("business"), dtype=bool)]
-    out["business_initiated"] = int(business[0]) if len(business) else -1
+    types = [pc.cast(t.column("conversation_type"), pa.string()) for t in (starts, conversations)]
+    kinds = pc.unique(pa.chunked_array(types[0].chunks + types[1].chunks, pa.string()))
+    out["type"] = tuple(np.asarray(pc.index_in(t, value_set=kinds, skip_nulls=False),
+                                   dtype=np.int64) for t in types)
+    business = pc.index_in(pa.array([BUSINESS_INITIATED]), value_set=kinds)[0].as_py()
+    out["business_initiated"] = -1 if business is None else business
     return out
 
 
