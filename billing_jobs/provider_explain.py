@@ -138,12 +138,17 @@ def _our_contacts(con, diffs: pa.Table, convs: pa.Table, secret: str) -> pa.Arra
     if not wanted:
         return pa.array(resolved, pa.string())
     look = diffs.take(pa.array(wanted, pa.int64())).select(["message_id", "line_id",
-                                                            "contact_key"])
+                                                            "contact_key", "started_at"])
     con.register("wanted", look.select(["message_id", "line_id"]))
+    # a start's message was sent at its start: the bounds let DuckDB skip the other days' files
+    first, last = pc.min_max(look.column("started_at")).values()
     by_message = dict(con.sql(
         "select log.message_id, any_value(log.contact) as contact from log "
         "semi join wanted on wanted.message_id = log.message_id "
-        "and wanted.line_id = log.line_id group by log.message_id").fetchall())
+        "and wanted.line_id = log.line_id "
+        "where log.sent_at between $first - interval 1 second and $last + interval 1 second "
+        "group by log.message_id",
+        params={"first": first.as_py(), "last": last.as_py()}).fetchall())
     for i, mid, key in zip(wanted, look.column("message_id").to_pylist(),
                            look.column("contact_key").to_pylist()):
         contact = by_message.get(mid)
