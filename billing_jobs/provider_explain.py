@@ -126,10 +126,19 @@ def _our_contacts(con, diffs: pa.Table, convs: pa.Table, secret: str) -> pa.Arra
                                                    "message_id", "contact"]))
     con.register("reported", convs.select(["line_id", "contact_key", "contact_id"]))
     resolved = con.sql("""
+        with
+        ours as (
+            select distinct line_id, contact_key from diffs_unresolved where kind = 'ours_only'
+        ),
+        r as (
+            -- only the streams of our starts are grouped, not all of WhatsApp's
+            select line_id, contact_key, any_value(contact_id) as contact_id
+            from reported semi join ours using (line_id, contact_key)
+            group by line_id, contact_key
+        )
         select coalesce(d.contact, r.contact_id) as contact
         from diffs_unresolved as d
-        left join (select line_id, contact_key, any_value(contact_id) as contact_id
-                   from reported group by line_id, contact_key) as r
+        left join r
             on d.kind = 'ours_only' and r.line_id = d.line_id and r.contact_key = d.contact_key
         order by d.idx""").to_arrow_table().column(0).to_pylist()
     wanted = [i for i, (kind, contact) in enumerate(zip(diffs.column("kind").to_pylist(),
