@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -43,7 +44,7 @@ def explanations(differences: pa.Table, convs: pa.Table, files: list[Path], secr
         return pa.array([], pa.string())
     with in_memory_duckdb() as con:
         _register_log(con, files)
-        diffs = differences.append_column("idx", pa.array(range(differences.num_rows), pa.int64()))
+        diffs = differences.append_column("idx", pa.array(np.arange(differences.num_rows)))
         diffs = diffs.select(DIFFS.names).cast(DIFFS)
         diffs = diffs.set_column(diffs.schema.get_field_index("contact"), "contact",
                                  _our_contacts(con, diffs, convs, secret))

@@ -18,7 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,7 +34,7 @@ from billing_jobs.provider_explain import explanations
 from billing_jobs.provider_pairing import MATCHED, MINUTE, TYPE_MISMATCH, pair_indices, pair_kinds
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
 from billing_jobs.reference_data import load_reference
-from billing_jobs.tables import in_memory_duckdb
+from billing_jobs.tables import constant, in_memory_duckdb
 
 log = logging.getLogger(__name__)
 DAY_TABLES = ("provider_conversations", "provider_pairs", "provider_differences",
@@ -62,15 +64,17 @@ def compute_day(settings: Settings, day: dt.date, run_id: str, tolerance_minutes
     if not is_published(settings, day):
         raise RunError(f"billing date {day} is not published: provider reconciliation compares "
                        f"published starts (run `billing-jobs run --date {day}` first)")
-    starts = _published_starts(settings, days)
-    batch = provider_records.read(settings.source, days, set(reference.lines))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the warehouse answers while files are read
+        pending = pool.submit(_published_starts, settings, days)
+        batch = provider_records.read(settings.source, days, set(reference.lines))
+        starts = pending.result()
     convs = _owned(batch.valid, reference.lines, settings.contact_key_secret)
     eligible = convs.filter(convs.column("eligible"))
     s_idx, e_idx = pair_indices(starts, eligible, tolerance_minutes * MINUTE)
     pairs = pa.table({"s": pa.array(s_idx, pa.int64()),
                       "c": eligible.column("c").take(pa.array(e_idx, pa.int64())),
                       "matched": pa.array(pair_kinds(starts, eligible, s_idx, e_idx), pa.bool_())})
-    starts = starts.append_column("s", pa.array(range(starts.num_rows), pa.int64()))
+    starts = starts.append_column("s", pa.array(np.arange(starts.num_rows)))
     tables = _day_tables(day, starts, convs, pairs)
     differences = tables["differences"]
     files = [f for d in days for f in landing.partition_files(landing.location(settings.source), d)]
@@ -117,7 +121,7 @@ def _owned(valid: pa.Table, lines: dict[str, tuple[str, str]], secret: str) -> p
     country = pa.array([lines[line][1] for line in line_ids.to_pylist()], pa.string())
     eligible = pc.and_(valid.column("billable"), pc.is_in(
         valid.column("conversation_type"), value_set=pa.array(provider_records.MATCHED_TYPES)))
-    return valid.append_column("c", pa.array(range(valid.num_rows), pa.int64())) \
+    return valid.append_column("c", pa.array(np.arange(valid.num_rows))) \
         .append_column("contact_key", contact_keys(valid.column("contact_id"), secret)) \
         .append_column("billing_date", pc.cast(pc.cast(valid.column("opened_at"),
                                                        pa.timestamp("ns")), pa.date32())) \
@@ -141,8 +145,8 @@ def _day_tables(day: dt.date, starts: pa.Table, convs: pa.Table, pairs: pa.Table
 
 def _stamped(table: pa.Table, day: dt.date, run_id: str) -> pa.Table:
     n = table.num_rows
-    return table.append_column("billing_date", pa.array([day] * n, pa.date32())) \
-        .append_column("run_id", pa.array([run_id] * n, pa.string()))
+    return table.append_column("billing_date", constant(day, n, pa.date32())) \
+        .append_column("run_id", constant(run_id, n, pa.string()))
 
 
 STARTS = pa.schema([
@@ -170,7 +174,7 @@ def _conversation_rows(accepted: pa.Table, run_id: str) -> pa.Table:
                "contact_key", "conversation_type", "opened_at", "message_id", "billable", "cost",
                "currency", "source_file", "source_row"]
     table = accepted.select(columns)
-    return table.append_column("run_id", pa.array([run_id] * table.num_rows, pa.string()))
+    return table.append_column("run_id", constant(run_id, table.num_rows, pa.string()))
 
 
 def _of_partition(quarantined: pa.Table, day: dt.date) -> pa.Table:
@@ -181,8 +185,8 @@ def _of_partition(quarantined: pa.Table, day: dt.date) -> pa.Table:
 def _quarantine_rows(quarantined: pa.Table, day: dt.date, run_id: str, secret: str) -> pa.Table:
     n = quarantined.num_rows
     return pa.table({
-        "run_id": pa.array([run_id] * n, pa.string()),
-        "billing_date": pa.array([day] * n, pa.date32()),
+        "run_id": constant(run_id, n, pa.string()),
+        "billing_date": constant(day, n, pa.date32()),
         "conversation_id": quarantined.column("conversation_id"),
         "reason": quarantined.column("reason"),
         "record": pseudonymised_records(quarantined.column("record"), secret),
