@@ -213,52 +213,63 @@ def _sort(table: pa.Table, at: str, ident: str) -> np.ndarray:
 
 
 def _group_codes(starts: pa.Table, conversations: pa.Table) -> dict:
-    """Integer codes shared by both sides: `stream` per (line_id, contact_key), `type` per
-    conversation type, `by_message` per (stream, message_id) (-1 for a conversation without
-    message id), and the code of `business_initiated`. Streams and messages come from one
-    in-process DuckDB query (a hash join runs on every core; Arrow's dictionary encoding of 3.6M
-    composite keys did not); the few types from Arrow."""
+    """Integer codes shared by both sides: `stream` per (line_id, contact_key); `by_message`,
+    equal for a start and a conversation of the same stream and message id (-1 for a
+    conversation no start shares its message with); `type` per conversation type, and the code
+    of `business_initiated`. Streams and messages come from in-process DuckDB queries (a hash
+    join runs on every core; Arrow's dictionary encoding of 3.6M composite keys did not); the
+    few types from Arrow."""
     columns = ["line_id", "contact_key", "message_id"]
     with in_memory_duckdb() as con:
         for name, table in (("s", starts), ("c", conversations)):
             con.register(name, table.select(columns).append_column(
                 "i", pa.array(np.arange(table.num_rows), pa.int64())))
-        found = con.sql("""
+        streams = con.sql("""
             with
             items as (
-                select 0 as side, i, line_id, contact_key, message_id from s
+                select 0 as side, i, line_id, contact_key from s
                 union all
-                select 1, i, line_id, contact_key, message_id from c
+                select 1, i, line_id, contact_key from c
             ),
             streams as (
                 select line_id, contact_key, row_number() over () - 1 as stream
                 from (select distinct line_id, contact_key from items)
-            ),
-            coded as (
-                select items.side, items.i, streams.stream, items.message_id
-                from items
-                inner join streams using (line_id, contact_key)
-            ),
-            messages as (
-                select stream, message_id, row_number() over () - 1 as by_message
-                from (select distinct stream, message_id from coded where message_id is not null)
             )
-            select coded.side, coded.i, coded.stream,
-                coalesce(messages.by_message, -1) as by_message
-            from coded
-            left join messages using (stream, message_id)
+            select items.side, items.i, streams.stream
+            from items
+            inner join streams using (line_id, contact_key)
         """).to_arrow_table()
-    side = np.asarray(found.column("side"), dtype=np.int64)
-    at = np.asarray(found.column("i"), dtype=np.int64)
-    out = {}
-    for name in ("stream", "by_message"):
-        values = np.asarray(found.column(name), dtype=np.int64)
-        pair = []
-        for k, n in ((0, starts.num_rows), (1, conversations.num_rows)):
-            codes = np.empty(n, dtype=np.int64)
-            codes[at[side == k]] = values[side == k]
-            pair.append(codes)
-        out[name] = tuple(pair)
+        # a (stream, message id) group is named by the first start in it; every start of a
+        # group meets the same conversations, so the group a conversation meets is its name
+        shared = con.sql("""
+            with
+            meets as (
+                select s.i as si, c.i as ci
+                from s
+                inner join c using (line_id, contact_key, message_id)
+            ),
+            named as (
+                select ci, min(si) as name from meets group by ci
+            )
+            select meets.si, meets.ci, named.name
+            from meets
+            inner join named using (ci)
+        """).to_arrow_table()
+    side = np.asarray(streams.column("side"), dtype=np.int64)
+    at = np.asarray(streams.column("i"), dtype=np.int64)
+    values = np.asarray(streams.column("stream"), dtype=np.int64)
+    pair = []
+    for k, n in ((0, starts.num_rows), (1, conversations.num_rows)):
+        codes = np.empty(n, dtype=np.int64)
+        codes[at[side == k]] = values[side == k]
+        pair.append(codes)
+    out = {"stream": tuple(pair)}
+    name = np.asarray(shared.column("name"), dtype=np.int64)
+    s_group = np.arange(starts.num_rows, dtype=np.int64)  # a start no conversation meets: alone
+    s_group[np.asarray(shared.column("si"), dtype=np.int64)] = name
+    c_group = np.full(conversations.num_rows, -1, dtype=np.int64)
+    c_group[np.asarray(shared.column("ci"), dtype=np.int64)] = name
+    out["by_message"] = (s_group, c_group)
     types = [pc.cast(t.column("conversation_type"), pa.string()) for t in (starts, conversations)]
     kinds = pc.unique(pa.chunked_array(types[0].chunks + types[1].chunks, pa.string()))
     out["type"] = tuple(np.asarray(pc.index_in(t, value_set=kinds, skip_nulls=False),

@@ -125,6 +125,17 @@ def test_passes_in_order_message_id_first():
     assert both(starts, convs) == [("m2", "c1", "matched")]
 
 
+def test_starts_sharing_a_message_id_take_its_conversations_in_order():
+    # never in a published day (a message is billed once), but the pairing must not care: the
+    # earlier start takes the earliest conversation of their stream carrying the id (whatever
+    # its type: pass 1), the later start the next; another stream's start only its own stream's
+    starts = [start("m1", BI, 5), start("m1", UI, 0), start("m1", UI, 1, line="L2")]
+    convs = [conv("c2", UI, 8, mid="m1"), conv("c1", BI, 7, mid="m1"),
+             conv("c3", UI, 700, mid="m1", line="L2"), conv("c4", BI, 900, mid="m1")]
+    assert both(starts, convs) == [("m1", "c1", "type_mismatch"), ("m1", "c2", "type_mismatch"),
+                                   ("m1", "c3", "matched")]
+
+
 streams = st.sampled_from([("L1", "k1"), ("L1", "k2"), ("L2", "k1")])
 kinds = st.sampled_from([UI, BI])
 minutes = st.integers(-60, 3 * 24 * 60).map(lambda m: m / 2)
