@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -48,9 +49,12 @@ def reconcile_day(settings: Settings, day: dt.date, tolerance_minutes: int = 10)
     run_id = f"provider-{day:%Y%m%d}-{started:%H%M%S}-{uuid.uuid4().hex[:8]}"
     try:
         result = compute_day(settings, day, run_id, tolerance_minutes)
-        check(result, settings)
-        publish(settings, day, result, run_row(run_id, day, started, "published", result,
-                                               tolerance_minutes))
+        # Great Expectations checks while the day is written into the open transaction, which
+        # commits only once the audit has passed: a failed audit rolls everything back
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            audit_passed = pool.submit(check, result, settings).result
+            publish(settings, day, result, run_row(run_id, day, started, "published", result,
+                                                   tolerance_minutes), before_commit=audit_passed)
         return {**result["counts"], "run_id": run_id}
     except Exception as exc:
         record_failure(settings, run_row(run_id, day, started, "failed", None, tolerance_minutes,
@@ -232,8 +236,10 @@ def check(result: dict, settings: Settings) -> None:
                        settings.suites)
 
 
-def publish(settings: Settings, day: dt.date, result: dict, run: dict) -> None:
-    """Replace the day in every provider table, and record the run, in one transaction."""
+def publish(settings: Settings, day: dt.date, result: dict, run: dict,
+            before_commit: Callable[[], object] | None = None) -> None:
+    """Replace the day in every provider table, and record the run, in one transaction, which
+    `before_commit` (the audit) can still roll back by raising."""
     schema = settings.schema
     with migrate.writing(settings, f"billing date {day}: provider publish") as conn:
         warehouse.hold(conn, schema, f"provider:{day}")
@@ -245,6 +251,8 @@ def publish(settings: Settings, day: dt.date, result: dict, run: dict) -> None:
             warehouse.insert_arrow(conn, schema, name,
                                    data if isinstance(data, pa.Table) else _table(data))
         _record(conn, schema, run)
+        if before_commit is not None:
+            before_commit()
 
 
 def _table(rows: list[dict]) -> pa.Table:

@@ -152,6 +152,40 @@ def test_bad_provider_rows_are_quarantined_with_a_reason(zones, tmp_path):
     assert len(kept) == 1 and kept[0]["billable"] is True
 
 
+def test_a_failed_audit_publishes_nothing_and_keeps_the_day(zones, tmp_path, warehouse_url):
+    # the audit runs while the day is written into the open transaction: its failure must roll
+    # the replacement back, leave the earlier run's rows as they were and record the failure
+    clean, _ = zones
+    settings = Settings.resolve(source=str(clean), warehouse_url=warehouse_url,
+                                staging=str(tmp_path / "staging"))
+    day = DAYS[1]
+    for d in DAYS[:3]:
+        sequence.run_day(settings, d)
+    first = reconcile_day(settings, day)["run_id"]
+    before = {name: rows(warehouse_url, f"select * from billing.{name} where billing_date = '{day}'"
+                                        f" order by 1, 2, 3")
+              for name in ("provider_conversations", "provider_pairs", "provider_differences",
+                           "provider_reconciliation")}
+    suites = tmp_path / "expectations"
+    shutil.copytree(settings.suites, suites)
+    totals = json.loads((suites / "provider_totals.json").read_text())
+    totals["expectations"].append({"type": "expect_column_values_to_be_between",
+                                   "kwargs": {"column": "accepted", "max_value": 0}})
+    (suites / "provider_totals.json").write_text(json.dumps(totals))
+    strict = Settings.resolve(source=str(clean), warehouse_url=warehouse_url,
+                              staging=str(tmp_path / "staging"), expectations=str(suites))
+    with pytest.raises(Exception, match="expectation"):
+        reconcile_day(strict, day)
+    after = {name: rows(warehouse_url, f"select * from billing.{name} where billing_date = '{day}'"
+                                       f" order by 1, 2, 3") for name in before}
+    assert after == before and all(before.values())
+    assert {r["run_id"] for r in after["provider_conversations"]} == {first}
+    runs = rows(warehouse_url, "select status, error from billing.provider_runs"
+                               f" where billing_date = '{day}' order by started_at")
+    assert [r["status"] for r in runs] == ["published", "failed"]
+    assert "accepted" in runs[-1]["error"]
+
+
 def test_an_unpublished_day_is_refused_with_one_line(zones, tmp_path):
     clean, _ = zones
     settings = Settings.resolve(source=str(clean), warehouse_url=f"duckdb:///{tmp_path}/w.duckdb",
