@@ -98,14 +98,14 @@ def read(source: str | Path, days: list[dt.date], lines: set[str]) -> ProviderBa
 
     def one(day: dt.date, path: Path) -> tuple[int, pa.Table, pa.Table]:
         raw = read_raw(path, COLUMNS, ())
-        read = raw.num_rows + len(json.loads((raw.schema.metadata or {}).get(
+        lines_read = raw.num_rows + len(json.loads((raw.schema.metadata or {}).get(
             MALFORMED.encode(), b"[]")))
-        return (read, *validate(raw, str(path), day, lines))
+        return (lines_read, *validate(raw, str(path), day, lines))
 
     # files side by side: Arrow's kernels release the GIL, and each file is its own work
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for (day, _), (read, ok, bad) in zip(files, pool.map(lambda f: one(*f), files)):
-            rows[day] += read
+        for (day, _), (lines_read, ok, bad) in zip(files, pool.map(lambda f: one(*f), files)):
+            rows[day] += lines_read
             valid.append(ok)
             quarantined.append(bad)
     table = pa.concat_tables(valid) if valid else VALID_SCHEMA.empty_table()
