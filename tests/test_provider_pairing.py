@@ -63,6 +63,11 @@ def test_pass_1_with_another_type_is_a_type_mismatch():
         ("m1", "c1", "type_mismatch")]
 
 
+def test_pass_1_takes_the_earliest_conversation_carrying_the_id_whatever_its_type():
+    convs = [conv("c-bi", BI, 700, mid="m1"), conv("c-ui", UI, 3, mid="m1")]
+    assert both([start("m1", BI, 0)], convs) == [("m1", "c-ui", "type_mismatch")]
+
+
 def test_pass_1_needs_the_same_stream():
     assert both([start("m1", BI, 0)], [conv("c1", BI, 600, mid="m1", contact="k2")]) == []
 
