@@ -7,8 +7,9 @@ window and 360k differences, and none of them becomes a Python object. Parquet f
 disk are read by DuckDB itself, keeping the rows the billing run would keep for what the wording
 needs (a known direction, message type and status, an instant with its zone); other formats and
 remote files go through the landing reader and its full validation. Streams are matched on the
-canonical contact, which stays in this process's memory: DuckDB is told not to spill to disk, so
-no phone number leaves the landing zone.
+contact (either spelling the log may write: with or without its +), which stays in this
+process's memory: DuckDB is told not to spill to disk, so no phone number leaves the landing
+zone.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def explanations(differences: pa.Table, convs: pa.Table, files: list[Path], secr
 
 
 def _register_log(con, files: list[Path]) -> None:
-    """`log`: message_id, line_id, contact (canonical), direction, status, sent_at."""
+    """`log`: message_id, line_id, contact (canonical), contact_id (as written), direction,
+    status, sent_at."""
     direct = [f for f in files if _scannable(f)]
     parts = []
     if direct:
@@ -65,13 +67,14 @@ def _register_log(con, files: list[Path]) -> None:
         types = ", ".join(f"'{v}'" for v in MESSAGE_TYPES)
         statuses = ", ".join(f"'{v}'" for v in STATUSES)
         parts.append(f"""
-            select message_id, line_id, contact, direction, status, sent_at from (
+            select message_id, line_id, contact, contact_id, direction, status, sent_at from (
                 select
                     message_id::varchar as message_id,
                     line_id::varchar as line_id,
                     case when starts_with(contact_id::varchar, '+')
                         then substr(contact_id::varchar, 2) else contact_id::varchar end
                         as contact,
+                    contact_id::varchar as contact_id,
                     direction::varchar as direction,
                     message_type::varchar as message_type,
                     coalesce(nullif(status::varchar, ''), '{DEFAULT_STATUS}') as status,
@@ -88,13 +91,15 @@ def _register_log(con, files: list[Path]) -> None:
             "message_id": pc.cast(valid.column("message_id"), pa.string()),
             "line_id": pc.cast(valid.column("line_id"), pa.string()),
             "contact": pc.cast(valid.column("contact_id"), pa.string()),
+            "contact_id": pc.cast(valid.column("contact_id"), pa.string()),  # canonical already
             "direction": pc.cast(valid.column("direction"), pa.string()),
             "status": pc.cast(valid.column("status"), pa.string()),
             "sent_at": valid.column("sent_at")}))
         parts.append("select * from log_validated")
     if not parts:
         parts.append("select null::varchar as message_id, null::varchar as line_id, null::varchar"
-                     " as contact, null::varchar as direction, null::varchar as status,"
+                     " as contact, null::varchar as contact_id, null::varchar as direction,"
+                     " null::varchar as status,"
                      " null::timestamptz as sent_at where false")
     con.execute("create view log as " + " union all ".join(parts))
 

@@ -1,17 +1,30 @@
 -- Why each difference of a provider reconciliation exists, in plain words, from what the message
 -- log and WhatsApp's conversations say. Runs in-process on: diffs (idx, kind, line_id, contact,
 -- contact_key, message_id, conversation_type, started_at, provider_conversation_type,
--- opened_at), log (the message log of D-1..D+1:
--- message_id, line_id, contact, direction, status, sent_at) and convs (WhatsApp's accepted
--- conversations of D-1..D+1). The log is scanned once, joined to the differences' streams.
+-- opened_at), log (the message log of D-1..D+1: message_id, line_id, contact (canonical),
+-- contact_id (as written), direction, status, sent_at) and convs (WhatsApp's accepted
+-- conversations of D-1..D+1). The log is scanned once, joined to the differences' streams on the
+-- contact as written (both spellings of each difference's contact: no per-row rewriting of 30M
+-- log rows), with each difference's time bounds computed once.
 with
 
 anchored as (
     select
         *,
-        coalesce(started_at, opened_at) as at
+        -- each difference's bounds, once: our start's instant, or WhatsApp's opening
+        coalesce(started_at, opened_at) - interval 24 hour as window_from,
+        coalesce(started_at, opened_at) + interval 24 hour as window_to,
+        started_at + interval 24 hour as answer_until,
+        opened_at - interval 24 hour as inbound_after
     from diffs
     where kind <> 'type_mismatch'
+),
+
+spellings as (
+    -- the log's contact as written: with or without the leading +
+    select idx, contact as written from anchored
+    union all
+    select idx, '+' || contact from anchored
 ),
 
 stream_messages as (
@@ -23,14 +36,17 @@ stream_messages as (
         anchored.message_id as start_id,
         anchored.started_at,
         anchored.opened_at,
+        anchored.answer_until,
+        anchored.inbound_after,
         log.message_id,
         log.direction,
         log.status,
         log.sent_at
     from anchored
+    inner join spellings using (idx)
     inner join log
-        on log.line_id = anchored.line_id and log.contact = anchored.contact
-        and log.sent_at between anchored.at - interval 24 hour and anchored.at + interval 24 hour
+        on log.line_id = anchored.line_id and log.contact_id = spellings.written
+        and log.sent_at between anchored.window_from and anchored.window_to
 ),
 
 facts as (
@@ -43,7 +59,7 @@ facts as (
         min({'sent_at': sent_at, 'message_id': message_id}) filter (
             where kind = 'ours_only' and conversation_type = 'user_initiated'
             and direction = 'outbound' and status in ('delivered', 'read')
-            and sent_at > started_at and sent_at < started_at + interval 24 hour
+            and sent_at > started_at and sent_at < answer_until
         ) as answer,
         -- whether the stream has messages within 24 h of a conversation only WhatsApp has (status
         -- copies of a message are rows of their own: counted, they would overstate it)
@@ -51,7 +67,7 @@ facts as (
         -- the contact's last message in the 24 h before it: our session was open
         max({'sent_at': sent_at, 'message_id': message_id}) filter (
             where kind = 'provider_only' and direction = 'inbound'
-            and sent_at > opened_at - interval 24 hour and sent_at <= opened_at
+            and sent_at > inbound_after and sent_at <= opened_at
         ) as last_inbound
     from stream_messages
     group by idx
