@@ -33,7 +33,7 @@ from billing_jobs.contract import (
     TIMESTAMP,
 )
 from billing_jobs.errors import LandingError, redact
-from billing_jobs.tables import take_rows
+from billing_jobs.tables import constant_dictionary, take_rows
 
 SUFFIXES = (".parquet", ".csv", ".jsonl")
 PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -512,9 +512,7 @@ def validate(
             "message_type": mtype,
             "sent_at": sent_at,
             "status": status,
-            "source_file": pa.DictionaryArray.from_arrays(
-                pa.array(np.zeros(n, dtype=np.int32)), pa.array([source_file], pa.string())
-            ),
+            "source_file": constant_dictionary(source_file, n),
             "source_row": pa.array(row_numbers, pa.int64()),  # 1-based, as people count
         },
         schema=FILE_SCHEMA,

@@ -41,7 +41,7 @@ from billing_jobs.landing import (
     quarantine_rows,
     read_raw,
 )
-from billing_jobs.tables import constant
+from billing_jobs.tables import constant, constant_dictionary, first_of_runs
 
 FOLDER = "provider_conversations"
 COLUMNS = ("conversation_id", "line_id", "contact_id", "conversation_type", "opened_at",
@@ -179,8 +179,7 @@ def validate(raw: pa.Table, source_file: str, partition_date: dt.date | None,
             billable_text, value_set=pa.array(FALSE)), null_as=False))),
         "cost": cost, "currency": pc.if_else(pa.array(currency_given), currency,
                                              pa.scalar(None, pa.string())),
-        "source_file": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)),
-                                                      pa.array([source_file], pa.string())),
+        "source_file": constant_dictionary(source_file, n),
         "source_row": pa.array(numbers, pa.int64()),
     }, schema=VALID_SCHEMA)
     if reason.any():
@@ -213,12 +212,11 @@ def deduplicate(table: pa.Table) -> tuple[pa.Table, pa.Table, int]:
     ids = np.asarray(pc.dictionary_encode(table.column("conversation_id").combine_chunks())
                      .indices, dtype=np.int64)
     order = np.argsort(ids, kind="stable")  # by id, then as read
-    ids_sorted = ids[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = ids_sorted[1:] != ids_sorted[:-1]
+    heads = first_of_runs(ids[order])
+    first = np.zeros(len(order), dtype=bool)
+    first[heads] = True
     group = np.cumsum(first) - 1
     copies = np.flatnonzero(~first)  # positions, in that order, of every copy after the first
-    heads = np.flatnonzero(first)
     differs = _differs(table, order[copies], order[heads[group[copies]]])
     varies = np.zeros(len(heads), dtype=bool)
     varies[group[copies][differs]] = True

@@ -8,6 +8,7 @@ numpy 2.4's `np.unique` hashes: ~5 s for 5M random 64-bit values, where sorting 
 from __future__ import annotations
 
 import contextlib
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -91,6 +92,13 @@ def constant(value, n: int, kind: pa.DataType) -> pa.Array:
             offsets = np.arange(n + 1, dtype=np.int32) * np.int32(len(encoded))
             return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(encoded * n))
     return pa.repeat(pa.scalar(value, kind), n)
+
+
+def constant_dictionary(value: str, n: int) -> pa.DictionaryArray:
+    """`n` copies of `value` as a one-entry dictionary: a file's name on each of its rows, stored
+    once, so filters and takes of millions of rows do not copy it."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)),
+                                          pa.array([value], pa.string()))
 
 
 @contextlib.contextmanager
