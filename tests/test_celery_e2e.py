@@ -76,11 +76,30 @@ def celery_airflow(pg_url, tmp_path):
     }
     try:
         with running_airflow(env, logs, port, commands) as base:
+            workers_answer(env["AIRFLOW__CELERY__BROKER_URL"], {"w1", "w2"}, logs)
             yield base, settings, logs
     finally:
         import redis
 
         redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+
+
+def workers_answer(broker: str, names: set[str], logs: Path, within_s: float = 300) -> None:
+    """Wait until every named Celery worker answers a ping on the broker: a worker that is still
+    starting when the shards are queued leaves them all to the other one."""
+    from celery import Celery
+
+    app = Celery(broker=broker)
+    deadline = time.monotonic() + within_s
+    answered: set[str] = set()
+    while not names <= answered:
+        if time.monotonic() > deadline:
+            pytest.fail(f"Celery workers {sorted(names - answered)} did not answer in"
+                        f" {within_s:.0f} s; logs in {logs}")
+        # ping waits for answers up to its timeout: the broker's replies are the signal
+        answered |= {reply_from.split("@")[0] for reply in app.control.ping(timeout=2)
+                     for reply_from in reply}
+    app.close()
 
 
 def test_a_sharded_day_on_celery_with_two_workers(celery_airflow, tmp_path):
