@@ -35,12 +35,13 @@ DIFFS = pa.schema([
 _TEXT = (pa.types.is_string, pa.types.is_large_string, pa.types.is_dictionary)
 
 
-def explanations(differences: pa.Table, convs: pa.Table, files: list[Path], secret: str
-                 ) -> pa.Array:
+def explanations(differences: pa.Table, convs: pa.Table, files: list[Path], secret: str,
+                 logged: dict[str, str] | None = None) -> pa.Array:
     """One explanation per row of `differences` (kind, line_id, contact_key, message_id,
     conversation_type, started_at, provider_conversation_type, opened_at, and `contact`: the
     canonical contact of WhatsApp's side, null for `ours_only`). `convs` are WhatsApp's accepted
-    conversations of the window (conversation_id, line_id, contact_key, contact_id, opened_at)."""
+    conversations of the window (conversation_id, line_id, contact_key, contact_id, opened_at).
+    `logged`: contacts of start messages already looked up in the log (`unreported_contacts`)."""
     if differences.num_rows == 0:
         return pa.array([], pa.string())
     with in_memory_duckdb() as con:
@@ -48,7 +49,7 @@ def explanations(differences: pa.Table, convs: pa.Table, files: list[Path], secr
         diffs = differences.append_column("idx", pa.array(np.arange(differences.num_rows)))
         diffs = diffs.select(DIFFS.names).cast(DIFFS)
         diffs = diffs.set_column(diffs.schema.get_field_index("contact"), "contact",
-                                 _our_contacts(con, diffs, convs, secret))
+                                 _our_contacts(con, diffs, convs, secret, logged or {}))
         con.register("diffs", diffs)
         con.register("convs", convs.select(["conversation_id", "line_id", "contact_key",
                                             "opened_at"]))
@@ -123,11 +124,27 @@ def _scannable(path: Path) -> bool:
         pa.types.is_timestamp(sent_at) and sent_at.tz is not None
 
 
-def _our_contacts(con, diffs: pa.Table, convs: pa.Table, secret: str) -> pa.Array:
+def unreported_contacts(starts: pa.Table, convs: pa.Table, files: list[Path]) -> dict[str, str]:
+    """The logged contact of each start whose stream (line, contact key) WhatsApp reported no
+    conversation of in the window: such a start can only be `ours_only`, and its explanation
+    needs the contact that only the log has. Known before the pairing, so the reconciliation
+    looks them up while it pairs. `starts`: message_id, line_id, contact_key, started_at."""
+    with in_memory_duckdb() as con:
+        _register_log(con, files)
+        con.register("starts", starts.select(["message_id", "line_id", "contact_key",
+                                              "started_at"]))
+        con.register("reported", convs.select(["line_id", "contact_key"]))
+        unreported = con.sql("select * from starts anti join reported using (line_id,"
+                             " contact_key)").to_arrow_table()
+        return _logged_contacts(con, unreported)
+
+
+def _our_contacts(con, diffs: pa.Table, convs: pa.Table, secret: str, logged: dict[str, str]
+                  ) -> pa.Array:
     """The canonical contact of every difference. WhatsApp's side carries it. For our starts it
     is the contact WhatsApp reported for the same line and key, if it reported that stream in
-    the window; otherwise the contact of the start's message in the log (one scan, only for
-    those), kept only if its key is the start's."""
+    the window; otherwise the contact of the start's message in the log (`logged`, or one scan
+    for those it lacks), kept only if its key is the start's."""
     con.register("diffs_unresolved", diffs.select(["idx", "kind", "line_id", "contact_key",
                                                    "message_id", "contact"]))
     con.register("reported", convs.select(["line_id", "contact_key", "contact_id"]))
@@ -154,18 +171,28 @@ def _our_contacts(con, diffs: pa.Table, convs: pa.Table, secret: str) -> pa.Arra
         return pa.array(resolved, pa.string())
     look = diffs.take(pa.array(wanted, pa.int64())).select(["message_id", "line_id",
                                                             "contact_key", "started_at"])
-    con.register("wanted", look.select(["message_id", "line_id"]))
+    missing = pc.invert(pc.is_in(look.column("message_id"),
+                                 value_set=pa.array(list(logged), pa.string())))
+    by_message = {**logged, **_logged_contacts(con, look.filter(missing))}
+    for i, mid, key in zip(wanted, look.column("message_id").to_pylist(),
+                           look.column("contact_key").to_pylist()):
+        contact = by_message.get(mid)
+        resolved[i] = contact if contact and contact_key(contact, secret) == key else None
+    return pa.array(resolved, pa.string())
+
+
+def _logged_contacts(con, starts: pa.Table) -> dict[str, str]:
+    """message_id -> the contact its row in `log` names, for `starts` (message_id, line_id,
+    started_at): one scan of the log."""
+    if starts.num_rows == 0:
+        return {}
+    con.register("wanted", starts.select(["message_id", "line_id"]))
     # a start's message was sent at its start: the bounds let DuckDB skip the other days' files
-    first, last = pc.min_max(look.column("started_at")).values()
-    by_message = dict(con.sql(
+    first, last = pc.min_max(starts.column("started_at")).values()
+    return dict(con.sql(
         "select log.message_id, any_value(log.contact) as contact from log "
         "semi join wanted on wanted.message_id = log.message_id "
         "and wanted.line_id = log.line_id "
         "where log.sent_at between $first - interval 1 second and $last + interval 1 second "
         "group by log.message_id",
         params={"first": first.as_py(), "last": last.as_py()}).fetchall())
-    for i, mid, key in zip(wanted, look.column("message_id").to_pylist(),
-                           look.column("contact_key").to_pylist()):
-        contact = by_message.get(mid)
-        resolved[i] = contact if contact and contact_key(contact, secret) == key else None
-    return pa.array(resolved, pa.string())

@@ -31,7 +31,7 @@ from billing_jobs import audit, landing, migrate, provider_records, warehouse
 from billing_jobs.config import Settings
 from billing_jobs.errors import RunError, one_line, redact
 from billing_jobs.identity import partition_of
-from billing_jobs.provider_explain import explanations
+from billing_jobs.provider_explain import explanations, unreported_contacts
 from billing_jobs.provider_pairing import MATCHED, MINUTE, TYPE_MISMATCH, pair_indices, pair_kinds
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
 from billing_jobs.reference_data import load_reference
@@ -73,17 +73,23 @@ def compute_day(settings: Settings, day: dt.date, run_id: str, tolerance_minutes
         batch = provider_records.read(settings.source, days, set(reference.lines))
         starts = pending.result()
     convs = _owned(batch.valid, reference.lines, settings.contact_key_secret)
-    eligible = convs.filter(convs.column("eligible"))
-    s_idx, e_idx = pair_indices(starts, eligible, tolerance_minutes * MINUTE)
-    pairs = pa.table({"s": pa.array(s_idx, pa.int64()),
-                      "c": eligible.column("c").take(pa.array(e_idx, pa.int64())),
-                      "matched": pa.array(pair_kinds(starts, eligible, s_idx, e_idx), pa.bool_())})
-    starts = starts.append_column("s", pa.array(np.arange(starts.num_rows)))
-    tables = _day_tables(day, starts, convs, pairs)
-    differences = tables["differences"]
     files = [f for d in days for f in landing.partition_files(landing.location(settings.source), d)]
+    of_day = pc.equal(starts.column("billing_date"), pa.scalar(day, pa.date32()))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the log answers while the pairing runs
+        logged = pool.submit(unreported_contacts, starts.filter(of_day), convs, files)
+        eligible = convs.filter(convs.column("eligible"))
+        s_idx, e_idx = pair_indices(starts, eligible, tolerance_minutes * MINUTE)
+        pairs = pa.table({"s": pa.array(s_idx, pa.int64()),
+                          "c": eligible.column("c").take(pa.array(e_idx, pa.int64())),
+                          "matched": pa.array(pair_kinds(starts, eligible, s_idx, e_idx),
+                                              pa.bool_())})
+        starts = starts.append_column("s", pa.array(np.arange(starts.num_rows)))
+        tables = _day_tables(day, starts, convs, pairs)
+        logged = logged.result()
+    differences = tables["differences"]
     differences = differences.drop_columns(["contact"]).append_column(
-        "explanation", explanations(differences, convs, files, settings.contact_key_secret))
+        "explanation", explanations(differences, convs, files, settings.contact_key_secret,
+                                    logged))
     accepted_day = convs.filter(pc.equal(convs.column("billing_date"), pa.scalar(day, pa.date32())))
     quarantined_day = _of_partition(batch.quarantined, day)
     rows_read = batch.rows_read[day]

@@ -12,7 +12,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from billing_jobs.provider_explain import _scannable, explanations
+from billing_jobs.provider_explain import _scannable, explanations, unreported_contacts
 from billing_jobs.pseudonym import contact_key
 
 SECRET = "test-secret"
@@ -119,3 +119,41 @@ def test_a_start_whose_message_belongs_to_another_contact_is_not_explained_by_it
         "contact_key": "k", "opened_at": at(0)}]),
         files, SECRET).to_pylist()
     assert words[0].startswith("the business sent no delivered message")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_the_contacts_of_unreported_streams_are_looked_up_before_the_pairing(tmp_path, fmt):
+    """Starts whose stream WhatsApp reported nothing of get their contact from the log (canonical,
+    without its +); a reported stream's start is left to WhatsApp's contact; and the explanations
+    given those contacts are the ones found without them."""
+    files = write_log(tmp_path, fmt)
+    ours = [d for d, _ in CASES if d["kind"] == "ours_only"]
+    starts = pa.Table.from_pylist([{k: d[k] for k in ("message_id", "line_id", "contact_key",
+                                                      "started_at")} for d in ours])
+    convs = pa.Table.from_pylist([{
+        "conversation_id": "wa-open", "line_id": "L1", "contact_id": CONTACTS["b"].lstrip("+"),
+        "contact_key": contact_key(CONTACTS["b"].lstrip("+"), SECRET), "opened_at": at(9)}])
+    logged = unreported_contacts(starts, convs, files)
+    assert logged == {"t-sent": CONTACTS["a"][1:], "t-alone": CONTACTS["c"][1:],
+                      "in-unanswered": CONTACTS["d"][1:], "in-answered": CONTACTS["e"][1:]}
+    diffs = pa.Table.from_pylist([d for d, _ in CASES])
+    assert explanations(diffs, convs, files, SECRET, logged).to_pylist() == \
+        explanations(diffs, convs, files, SECRET).to_pylist()
+
+
+def test_a_contact_looked_up_before_the_pairing_is_used(tmp_path):
+    """A start's message that the log no longer shows is still explained by its stream when its
+    contact was looked up earlier: the explanations take `logged` instead of scanning again."""
+    part = tmp_path / f"date={DAY}"
+    part.mkdir()
+    pq.write_table(pa.Table.from_pylist([m for m in LOG if m["message_id"] != "in-answered"]),
+                   part / "part-0.parquet")
+    start = difference("ours_only", "e", mid="in-answered", ctype=UI, hour=8)
+    diffs, convs = pa.Table.from_pylist([start]), pa.Table.from_pylist([{
+        "conversation_id": "x", "line_id": "L1", "contact_id": "491510000099",
+        "contact_key": "k", "opened_at": at(0)}])
+    files = [part / "part-0.parquet"]
+    assert explanations(diffs, convs, files, SECRET).to_pylist()[0].startswith(
+        "the business sent no delivered message")
+    assert explanations(diffs, convs, files, SECRET, {"in-answered": CONTACTS["e"][1:]}
+                        ).to_pylist()[0].startswith("the business answered (answer delivered")
