@@ -11,11 +11,8 @@ their counts, and the count of distinct message ids computed independently of th
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
-import sys
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,34 +21,9 @@ import pandas as pd
 from billing_jobs.errors import AuditFailed
 
 TABLES = ("conversation_starts", "invoice_lines", "accepted_messages", "run_totals")
-_preloading: threading.Thread | None = None
-
-
-def preload() -> None:
-    """Start importing Great Expectations in a background thread. Its import (3-4 s here, nearly
-    all of it pure Python) then overlaps the reading and computing before the audit, which spend
-    their time in Arrow and DuckDB with the GIL released, instead of adding to the run. Any error
-    is left for the audit's own import to raise."""
-    global _preloading
-    if _preloading is None and "great_expectations" not in sys.modules:
-        _preloading = threading.Thread(target=_import_quietly, name="gx-preload", daemon=True)
-        _preloading.start()
-
-
-def _import_quietly() -> None:
-    try:
-        importlib.import_module("great_expectations")
-    except Exception:  # noqa: BLE001 - the audit imports it again and reports the error
-        pass
-
-
-def _preloaded() -> None:
-    if _preloading is not None:
-        _preloading.join()
 
 
 def load_suite(name: str, suites: Path):
-    _preloaded()
     import great_expectations as gx
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
@@ -110,7 +82,6 @@ def validate_frames(frames: dict[str, pd.DataFrame | Iterable[pd.DataFrame]], su
     table is validated in bounded memory; checks across chunks belong in run_totals). Returns
     success, failure descriptions, and the GX results as JSON-able dicts (kept beside the run, and
     in the GX project if given)."""
-    _preloaded()
     import great_expectations as gx
 
     failures, results = [], {}

@@ -165,7 +165,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from billing_jobs import audit, sequence
+    from billing_jobs import auditor, sequence
     from billing_jobs.restate import unbilled_days
 
     days = _days(args)
@@ -173,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     settings = _settings(args, source=True)
     settings.check_expectations()
     _say_secret(settings)
-    audit.preload()
+    auditor.start()  # Great Expectations warms up in its own process
     summary = []
     for i, day in enumerate(days, start=1):
         print(f"[{i}/{len(days)}] {day}: ", end="", flush=True)
@@ -234,7 +234,7 @@ def _print_unbilled(days: list[tuple[dt.date, str]]) -> None:
 
 
 def cmd_restate(args: argparse.Namespace) -> None:
-    from billing_jobs import audit
+    from billing_jobs import auditor
     from billing_jobs.restate import last_landed_day, restate, stale_reasons, unbilled_days
 
     settings = _settings(args, source=True)
@@ -244,7 +244,7 @@ def cmd_restate(args: argparse.Namespace) -> None:
                                    if days else "nothing"))
     else:
         _say_secret(settings)
-        audit.preload()
+        auditor.start()  # Great Expectations warms up in its own process
         done = restate(settings, args.since)
         for day, result in done:
             print(f"{day}: re-billed: {result['starts_on_day']:,} starts, amount "
@@ -262,14 +262,14 @@ def cmd_restate(args: argparse.Namespace) -> None:
 
 
 def cmd_reconcile_provider(args: argparse.Namespace) -> None:
-    from billing_jobs import audit
+    from billing_jobs import auditor
     from billing_jobs.provider_reconcile import reconcile_day
 
     days = _days(args)
     settings = _settings(args, source=True)
     settings.check_expectations()
     _say_secret(settings)
-    audit.preload()
+    auditor.start()  # Great Expectations warms up in its own process
     for day in days:
         try:
             c = reconcile_day(settings, day, args.tolerance_minutes)
@@ -546,6 +546,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {one_line(exc)} (unexpected; BILLING_DEBUG=1 shows the "
               f"traceback)", file=sys.stderr)
         return 2
+    finally:
+        from billing_jobs import auditor
+
+        auditor.stop()
     return 0
 
 

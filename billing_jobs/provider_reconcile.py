@@ -20,6 +20,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from billing_jobs import audit, landing, migrate, provider_records, warehouse
+from billing_jobs import audit, auditor, landing, migrate, provider_records, warehouse
 from billing_jobs.config import Settings
 from billing_jobs.errors import RunError, one_line, redact
 from billing_jobs.identity import partition_of
@@ -207,8 +208,21 @@ def _quarantine_rows(quarantined: pa.Table, day: dt.date, run_id: str, secret: s
 
 def check(result: dict, settings: Settings) -> None:
     """Great Expectations on what is about to be published: the closing identities of every
-    reconciliation row, one pairing per item, and the partition's counts adding up."""
-    rec = pd.DataFrame(result["provider_reconciliation"])
+    reconciliation row, one pairing per item, and the partition's counts adding up. Run in GX's
+    warm process when the command started one (auditor.py): only Arrow and numbers cross."""
+    auditor.run(_check, result["provider_reconciliation"],
+                result["provider_pairs"].select(["message_id", "conversation_id", "kind"]),
+                result["provider_differences"].select(
+                    ["message_id", "conversation_id", "kind", "explanation"]),
+                result["counts"],
+                # one row per conversation id (the table has no key index: migration 0004)
+                pc.count_distinct(result["provider_conversations"].column("conversation_id"))
+                .as_py(), settings.suites)
+
+
+def _check(reconciliation: list[dict], pairs: pa.Table, differences: pa.Table, c: dict,
+           distinct_conversation_ids: int, suites: Path) -> None:
+    rec = pd.DataFrame(reconciliation)
     if rec.empty:
         rec = pd.DataFrame({c: pd.Series(dtype="int64") for c in (
             "our_starts", "provider_conversations", "matched", "ours_only", "provider_only",
@@ -218,13 +232,11 @@ def check(result: dict, settings: Settings) -> None:
         + rec["type_mismatch"],
         matched_plus_provider_only_plus_type_mismatch=rec["matched"] + rec["provider_only"]
         + rec["type_mismatch"])
-    pairs = result["provider_pairs"].select(["message_id", "conversation_id", "kind"]).to_pandas()
-    diffs = result["provider_differences"].select(
-        ["message_id", "conversation_id", "kind", "explanation"]).to_pandas()
+    pairs = pairs.to_pandas()
+    diffs = differences.to_pandas()
     unpaired = diffs[diffs["kind"] != "type_mismatch"]  # a type mismatch is one of the pairs
     items = pd.concat([pairs[["message_id", "conversation_id"]],
                        unpaired[["message_id", "conversation_id"]]], ignore_index=True)
-    c = result["counts"]
     totals = pd.DataFrame([{
         "rows_read": c["rows_read"],
         "accepted_plus_duplicates_plus_quarantined": c["accepted"] + c["duplicates"]
@@ -233,13 +245,10 @@ def check(result: dict, settings: Settings) -> None:
         "matched_plus_ours_only_plus_type_mismatch": c["matched"] + c["ours_only"]
         + c["type_mismatch"],
         "duplicates": c["duplicates"],
-        # one row per conversation id (the table has no key index: migration 0004)
         "accepted": c["accepted"],
-        "distinct_conversation_ids": pc.count_distinct(
-            result["provider_conversations"].column("conversation_id")).as_py()}])
+        "distinct_conversation_ids": distinct_conversation_ids}])
     audit.audit_frames({"provider_reconciliation": rec, "provider_items": items,
-                        "provider_differences": diffs, "provider_totals": totals},
-                       settings.suites)
+                        "provider_differences": diffs, "provider_totals": totals}, suites)
 
 
 def publish(settings: Settings, day: dt.date, result: dict, run: dict,

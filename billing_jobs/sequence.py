@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from billing_jobs import audit_inputs, warehouse, window
+from billing_jobs import audit_inputs, auditor, warehouse, window
 from billing_jobs import publish as publishing
 from billing_jobs import shards as sharding
 from billing_jobs.config import Settings
@@ -79,7 +79,7 @@ def _billed(settings: Settings):
 
 
 def audit(settings: Settings, folder: RunFolder) -> None:
-    audit_inputs.audit_run(folder, settings.suites)
+    auditor.run(audit_inputs.audit_run, folder, settings.suites)  # in GX's warm process if any
     release_memory()
 
 

@@ -4,6 +4,7 @@ reference rules and a plain-Python rate lookup."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -17,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import write_day
 
-from billing_jobs import audit_inputs, landing, reference, sequence, window
+from billing_jobs import audit_inputs, auditor, landing, reference, sequence, window
 from billing_jobs.config import Settings
 from billing_jobs.errors import AuditFailed, PricingError, ReferenceDataError, RunError
 from billing_jobs.generate import generate
@@ -149,7 +150,8 @@ def test_a_failure_between_delete_and_insert_keeps_the_previous_day(settings):
     assert day_tables(settings) == before
 
 
-def test_a_failed_audit_publishes_nothing_and_names_the_expectation(settings):
+@pytest.mark.parametrize("where", ["here", "in GX's worker process"])
+def test_a_failed_audit_publishes_nothing_and_names_the_expectation(settings, where):
     folder = write_day(settings, DAYS[0])
     path = folder.path / "invoice_lines.parquet"
     lines = pq.read_table(path)
@@ -158,7 +160,8 @@ def test_a_failed_audit_publishes_nothing_and_names_the_expectation(settings):
     pq.write_table(lines.set_column(lines.schema.get_field_index("amount"), "amount", wrong), path)
     with pytest.raises(AuditFailed, match=r"invoice_lines: expect_column_pair_values_to_be_equal"
                                           r"\(amount, quantity_times_unit_price\)"):
-        sequence.audit(settings, folder)
+        with auditor.started() if where != "here" else contextlib.nullcontext():
+            sequence.audit(settings, folder)
     assert json.loads((folder.path / "audit.json").read_text())["success"] is False
     with pytest.raises(RunError, match="not audited, or the audit failed"):
         sequence.publish(settings, folder)

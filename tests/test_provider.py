@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_jobs import sequence
+from billing_jobs import auditor, sequence
 from billing_jobs.config import Settings
 from billing_jobs.errors import RunError
 from billing_jobs.generate import RATES, generate
@@ -174,8 +174,8 @@ def test_a_failed_audit_publishes_nothing_and_keeps_the_day(zones, tmp_path, war
     (suites / "provider_totals.json").write_text(json.dumps(totals))
     strict = Settings.resolve(source=str(clean), warehouse_url=warehouse_url,
                               staging=str(tmp_path / "staging"), expectations=str(suites))
-    with pytest.raises(Exception, match="expectation"):
-        reconcile_day(strict, day)
+    with pytest.raises(Exception, match="expectation"), auditor.started():
+        reconcile_day(strict, day)  # as the command runs it: GX in its worker process
     after = {name: rows(warehouse_url, f"select * from billing.{name} where billing_date = '{day}'"
                                        f" order by 1, 2, 3") for name in before}
     assert after == before and all(before.values())

@@ -1,0 +1,131 @@
+"""Great Expectations in a process of its own, warmed while the run computes.
+
+Importing GX costs 3-4 s of pure Python. In a thread beside the run it holds the GIL that the
+run's own Arrow, NumPy and DuckDB calls need to start and finish: measured on a 10M-message
+provider day, a preloading thread made the command no faster than importing GX at the audit. A
+worker process started with the command imports it on the other core instead, and the audit is
+sent to it when the run gets there: a module-level function and picklable arguments (Arrow
+tables, paths, numbers; never a phone number, which never reaches an audit). Without a worker
+(library calls, tests, Airflow tasks), `run` calls the function here.
+
+The worker answers one request at a time on its stdin and a private copy of its stdout (GX's own
+prints go to stderr). The command stops it when it ends; it also ends by itself when the command's
+end closes its stdin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from billing_jobs.errors import RunError, one_line
+
+_worker: _Worker | None = None
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen([sys.executable, "-m", "billing_jobs.auditor"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable, args: tuple) -> Any:
+        with self._lock:
+            try:
+                pickle.dump((fn, args), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self._proc.stdin.flush()
+                status, value = pickle.load(self._proc.stdout)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                raise RunError(f"the audit process ended without an answer (exit code "
+                               f"{self._proc.wait()})") from None
+        if status == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        # no call is in flight (calls wait for their answer), so nothing is cut short; an
+        # interpreter holding GX takes ~0.6 s to exit by itself, which the command need not wait
+        self._proc.kill()
+        self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def start() -> None:
+    """Start the worker (once per process) so that GX is imported by the time the audit runs."""
+    global _worker
+    if _worker is None:
+        _worker = _Worker()
+
+
+def stop() -> None:
+    global _worker
+    if _worker is not None:
+        _worker, worker = None, _worker
+        worker.close()
+
+
+@contextlib.contextmanager
+def started() -> Iterator[None]:
+    """A worker for the duration of a command."""
+    start()
+    try:
+        yield
+    finally:
+        stop()
+
+
+def run(fn: Callable, *args) -> Any:
+    """`fn(*args)` in the worker if one is started, else here. Its exception is raised here
+    (as a one-line RunError if it cannot cross the process boundary)."""
+    if _worker is None:
+        return fn(*args)
+    return _worker.call(fn, args)
+
+
+def _serve() -> None:
+    # Ctrl-C reaches the whole process group: the command answers it and stops the worker, which
+    # must not print a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever GX prints goes to stderr, never into an answer
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    with contextlib.suppress(Exception):  # a broken install is reported by the call itself
+        importlib.import_module("great_expectations")
+    requests = sys.stdin.buffer
+    while True:
+        try:
+            fn, args = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            answer = pickle.dumps(("ok", fn(*args)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
+            answer = pickle.dumps(("error", _portable(exc)), protocol=pickle.HIGHEST_PROTOCOL)
+        answers.write(answer)
+        answers.flush()
+
+
+def _portable(exc: Exception) -> Exception:
+    """The exception itself when it is ours or Python's and survives pickling; else its one-line
+    message (unpickling GX's own exceptions would import GX into the command after all)."""
+    if type(exc).__module__.split(".")[0] in ("billing_jobs", "builtins"):
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return exc
+        except Exception:  # noqa: BLE001
+            pass
+    return RunError(one_line(exc))
+
+
+if __name__ == "__main__":
+    _serve()
