@@ -91,45 +91,46 @@ def _readable(url: str) -> bool:
     return True
 
 
+@contextmanager
+def _reading(url: str, schema: str, wait_s: float, table: str):
+    """A read-only connection, or None when `table` is not there yet (a warehouse nothing was
+    published to); the engine is disposed of afterwards."""
+    if not _readable(url):
+        yield None
+        return
+    engine = create_engine(url, read_only=True)
+    try:
+        with connect(engine, wait_s) as conn:
+            yield conn if has_table(conn, schema, table) else None
+    finally:
+        engine.dispose()
+
+
 def read_job_query(url: str, schema: str, wait_s: float, name: str, table: str,
                    **params) -> list[dict]:
     """Rows of `sql/jobs/NAME.sql` read without writing anything; [] while `table` does not
     exist (a warehouse nothing was published to)."""
-    if not _readable(url):
-        return []
-    engine = create_engine(url, read_only=True)
-    try:
-        with connect(engine, wait_s) as conn:
-            if not has_table(conn, schema, table):
-                return []
-            return query(conn, name, schema, **params)
-    finally:
-        engine.dispose()
+    with _reading(url, schema, wait_s, table) as conn:
+        return [] if conn is None else query(conn, name, schema, **params)
 
 
 def read_job_arrow(url: str, schema: str, wait_s: float, name: str, table: str,
                    columns: pa.Schema, **params) -> pa.Table:
     """`read_job_query` as an Arrow table of `columns`, for large results: DuckDB hands over
     Arrow, PostgreSQL a COPY in CSV; no Python row is built. Empty while `table` does not exist."""
-    if not _readable(url):
-        return columns.empty_table()
-    engine = create_engine(url, read_only=True)
-    try:
-        with connect(engine, wait_s) as conn:
-            if not has_table(conn, schema, table):
-                return columns.empty_table()
-            sql = sa.text(sql_file(STATEMENTS / f"{name}.sql", schema)).bindparams(**params)
-            literal = str(sql.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-            raw = conn.connection.dbapi_connection
-            if conn.dialect.name == "duckdb":
-                result = raw.sql(literal).to_arrow_table()
-            elif conn.dialect.name == "postgresql":
-                result = _copy_out(raw, literal, columns)
-            else:
-                rows = [dict(r._mapping) for r in conn.execute(sa.text(literal)).all()]
-                result = pa.Table.from_pylist(rows, schema=columns)
-    finally:
-        engine.dispose()
+    with _reading(url, schema, wait_s, table) as conn:
+        if conn is None:
+            return columns.empty_table()
+        sql = sa.text(sql_file(STATEMENTS / f"{name}.sql", schema)).bindparams(**params)
+        literal = str(sql.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        raw = conn.connection.dbapi_connection
+        if conn.dialect.name == "duckdb":
+            result = raw.sql(literal).to_arrow_table()
+        elif conn.dialect.name == "postgresql":
+            result = _copy_out(raw, literal, columns)
+        else:
+            rows = [dict(r._mapping) for r in conn.execute(sa.text(literal)).all()]
+            result = pa.Table.from_pylist(rows, schema=columns)
     return result.select(columns.names).cast(columns)
 
 
@@ -152,23 +153,19 @@ def _copy_out(raw, select: str, columns: pa.Schema) -> pa.Table:
 
 def billed_dates(url: str, schema: str, wait_s: float, ids: pa.Array) -> dict[str, object]:
     """The billing date of every id of `ids` that is billed as a conversation start."""
-    if len(ids) == 0 or not _readable(url):
+    if len(ids) == 0:
         return {}
-    engine = create_engine(url, read_only=True)
-    try:
-        with connect(engine, wait_s) as conn:
-            if not has_table(conn, schema, "conversation_starts"):
-                return {}
-            candidates = pa.table({"message_id": ids})
-            raw = conn.connection.dbapi_connection
-            if conn.dialect.name == "duckdb":
-                raw.register("candidate_ids", candidates)
-            else:
-                conn.execute(sa.text("create temporary table candidate_ids (message_id text)"))
-                insert_arrow(conn, None, "candidate_ids", candidates)
-            rows = query(conn, "billed_starts", schema)
-    finally:
-        engine.dispose()
+    with _reading(url, schema, wait_s, "conversation_starts") as conn:
+        if conn is None:
+            return {}
+        candidates = pa.table({"message_id": ids})
+        raw = conn.connection.dbapi_connection
+        if conn.dialect.name == "duckdb":
+            raw.register("candidate_ids", candidates)
+        else:
+            conn.execute(sa.text("create temporary table candidate_ids (message_id text)"))
+            insert_arrow(conn, None, "candidate_ids", candidates)
+        rows = query(conn, "billed_starts", schema)
     return {r["message_id"]: r["billing_date"] for r in rows}
 
 
@@ -297,23 +294,42 @@ def insert_arrow(conn: sa.Connection, schema: str, table: str, data: pa.Table) -
     columns = ", ".join(data.column_names)
     target = f"{schema}.{table}" if schema else table
     raw = conn.connection.dbapi_connection
+    data = _microseconds(data)
     if conn.dialect.name == "duckdb":
         name = f"staged_{table}"
         raw.register(name, data)
         conn.execute(sa.text(f"insert into {target} ({columns}) select {columns} from {name}"))
         raw.unregister(name)  # on failure the connection is discarded with its registration
     elif conn.dialect.name == "postgresql":
-        data = _microseconds(data)  # PostgreSQL keeps microseconds; psycopg adapts datetime
-        with raw.cursor() as cur, cur.copy(f"copy {target} ({columns}) from stdin") as copy:
-            for batch in data.to_batches(max_chunksize=50_000):
-                for row in zip(*(col.to_pylist() for col in batch.columns)):
-                    copy.write_row(row)
+        _copy_in(raw, target, columns, data)
     else:
         meta = sa.table(table, *(sa.column(c) for c in data.column_names), schema=schema)
         conn.execute(meta.insert(), data.to_pylist())
 
 
+def _copy_in(raw, target: str, columns: str, data: pa.Table) -> None:
+    """COPY in CSV written by Arrow, batch by batch: no Python object per value. In PostgreSQL's
+    CSV an unquoted empty field is NULL and a quoted one (Arrow's spelling of '') the empty
+    string; times go as ISO text with their zone, decimals as exact text."""
+    import io
+
+    import pyarrow.csv as pcsv
+
+    plain = pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                       for f in data.schema])
+    data = data.cast(plain)
+    options = pcsv.WriteOptions(include_header=False)
+    with raw.cursor() as cur, cur.copy(f"copy {target} ({columns}) from stdin"
+                                       " with (format csv)") as copy:
+        for batch in data.to_batches(max_chunksize=200_000):
+            out = io.BytesIO()
+            pcsv.write_csv(batch, out, options)
+            copy.write(out.getbuffer())
+
+
 def _microseconds(data: pa.Table) -> pa.Table:
+    """Nanosecond instants truncated to the warehouses' microseconds. Both would round on their
+    own (DuckDB does), and rounding can carry a start at 23:59:59.9999996 into the next day."""
     for i, field in enumerate(data.schema):
         if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
             data = data.set_column(i, field.name, data.column(i).cast(
@@ -327,9 +343,15 @@ def insert_parquet(conn: sa.Connection, schema: str, table: str, path: Path) -> 
     if conn.dialect.name == "duckdb":
         import pyarrow.parquet as pq
 
-        columns = ", ".join(pq.read_schema(path).names)
+        fields = pq.read_schema(path)
+        columns = ", ".join(fields.names)
+        # nanosecond instants truncated to microseconds, as _microseconds does for Arrow
+        values = ", ".join(
+            f"make_timestamp{'tz' if f.type.tz else ''}(epoch_ns({f.name}) // 1000) as {f.name}"
+            if pa.types.is_timestamp(f.type) and f.type.unit == "ns" else f.name for f in fields)
         literal = "'" + str(path).replace("'", "''") + "'"
-        conn.execute(sa.text(f"insert into {schema}.{table} ({columns}) select {columns}"
+        target = f"{schema}.{table}" if schema else table
+        conn.execute(sa.text(f"insert into {target} ({columns}) select {values}"
                              f" from read_parquet({literal})"))
         return
     import pyarrow.parquet as pq
