@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from billing_jobs.contract import RULES_VERSION
 from billing_jobs.errors import RunError
 from billing_jobs.pricing import invoice_lines
+from billing_jobs.tables import constant
 
 STAGED_TABLES = ("conversation_starts", "invoice_lines", "session_anomalies",
                  "quarantined_messages", "accepted_messages")
@@ -224,7 +225,7 @@ def _from_json(cls, text: str):
 def _with(table: pa.Table, **constants) -> pa.Table:
     for name, value in constants.items():
         kind = pa.date32() if isinstance(value, dt.date) else pa.string()
-        table = table.append_column(name, pa.array([value] * table.num_rows, kind))
+        table = table.append_column(name, constant(value, table.num_rows, kind))
     return table
 
 
