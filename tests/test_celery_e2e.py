@@ -121,9 +121,13 @@ def test_a_sharded_day_on_celery_with_two_workers(celery_airflow, tmp_path):
                             "/taskInstances?limit=100")["task_instances"]
     shards = [t for t in tis if t["task_id"] == "write_shard"]
     assert sorted(t["map_index"] for t in shards) == list(range(SHARDS))
-    received = {name: (logs / f"{name}.log").read_text().count("write_shard")
-                for name in ("worker-1", "worker-2")}
-    assert all(received.values()), f"both workers take shards: {received}"
+    # both workers ran tasks of the day, so steps handed their work on through the staging from
+    # one worker to the other. Which of two idle workers takes a given task is Celery's choice:
+    # one of them took all eight shard tasks in two of seven runs (while the other had run plan
+    # and split), so the count is of every task each ran, not of shards
+    ran = {name: (logs / f"{name}.log").read_text().count("Executing workload in Celery")
+           for name in ("worker-1", "worker-2")}
+    assert all(ran.values()), f"both workers run tasks of the day: {ran}"
 
     engine = sa.create_engine(settings.warehouse_url)
     with engine.connect() as conn:
