@@ -11,6 +11,7 @@ their counts, and the count of distinct message ids computed independently of th
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 from collections.abc import Iterable
@@ -94,7 +95,10 @@ def validate_frames(frames: dict[str, pd.DataFrame | Iterable[pd.DataFrame]], su
             for k, frame in enumerate(chunks):
                 outcome = checkpoint.run(
                     batch_parameters={"dataframe": frame},
-                    run_id=gx.RunIdentifier(run_name=run_name if k == 0 else f"{run_name}-{k}"))
+                    # run_time given: without it GX parses run_name as a date, and a run id such
+                    # as 20260301-032011-73a4a09a reads as an offset of -73 h, which fails
+                    run_id=gx.RunIdentifier(run_name=run_name if k == 0 else f"{run_name}-{k}",
+                                            run_time=dt.datetime.now(dt.timezone.utc)))
                 for result in outcome.run_results.values():
                     results[name if k == 0 else f"{name}-{k}"] = result.to_json_dict()
                     for r in result.results:

@@ -55,3 +55,21 @@ def test_the_command_leaves_great_expectations_to_the_worker():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "False"]
+
+
+def test_a_run_id_that_reads_like_a_date_does_not_break_the_audit(tmp_path):
+    """GX parses a run name as a date when it is given no run time: this run id read as an
+    offset of -73 h and failed a passing audit (seen once in CI)."""
+    import pandas as pd
+
+    from billing_jobs import audit
+    from billing_jobs.config import Settings
+
+    totals = pd.DataFrame([{
+        "rows_read": 10, "accepted_plus_duplicates_plus_quarantined": 10, "our_starts": 3,
+        "matched_plus_ours_only_plus_type_mismatch": 3, "duplicates": 1, "accepted": 8,
+        "distinct_conversation_ids": 8}])
+    ok, failures, _ = audit.validate_frames(
+        {"provider_totals": totals}, Settings.resolve(staging=str(tmp_path)).suites,
+        run_name="20260301-032011-73a4a09a", project_root=tmp_path / "gx")
+    assert ok and not failures
