@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from billing_jobs import auditor
 from billing_jobs.errors import BillingError, UsageError, one_line, redact
 
 MAX_ID = 2**31 - 1  # invoice and item numbers are INTEGER in the warehouse
@@ -165,7 +166,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from billing_jobs import auditor, sequence
+    from billing_jobs import sequence
     from billing_jobs.restate import unbilled_days
 
     days = _days(args)
@@ -234,7 +235,6 @@ def _print_unbilled(days: list[tuple[dt.date, str]]) -> None:
 
 
 def cmd_restate(args: argparse.Namespace) -> None:
-    from billing_jobs import auditor
     from billing_jobs.restate import last_landed_day, restate, stale_reasons, unbilled_days
 
     settings = _settings(args, source=True)
@@ -262,7 +262,6 @@ def cmd_restate(args: argparse.Namespace) -> None:
 
 
 def cmd_reconcile_provider(args: argparse.Namespace) -> None:
-    from billing_jobs import auditor
     from billing_jobs.provider_reconcile import reconcile_day
 
     days = _days(args)
@@ -547,9 +546,7 @@ def main(argv: list[str] | None = None) -> int:
               f"traceback)", file=sys.stderr)
         return 2
     finally:
-        from billing_jobs import auditor
-
-        auditor.stop()
+        auditor.stop()  # Great Expectations' worker, if the command started one
     return 0
 
 

@@ -220,11 +220,11 @@ def check(result: dict, settings: Settings) -> None:
                 .as_py(), settings.suites)
 
 
-def _check(reconciliation: list[dict], pairs: pa.Table, differences: pa.Table, c: dict,
+def _check(reconciliation: list[dict], pairs: pa.Table, differences: pa.Table, counts: dict,
            distinct_conversation_ids: int, suites: Path) -> None:
     rec = pd.DataFrame(reconciliation)
     if rec.empty:
-        rec = pd.DataFrame({c: pd.Series(dtype="int64") for c in (
+        rec = pd.DataFrame({name: pd.Series(dtype="int64") for name in (
             "our_starts", "provider_conversations", "matched", "ours_only", "provider_only",
             "type_mismatch")})
     rec = rec.assign(
@@ -238,14 +238,14 @@ def _check(reconciliation: list[dict], pairs: pa.Table, differences: pa.Table, c
     items = pd.concat([pairs[["message_id", "conversation_id"]],
                        unpaired[["message_id", "conversation_id"]]], ignore_index=True)
     totals = pd.DataFrame([{
-        "rows_read": c["rows_read"],
-        "accepted_plus_duplicates_plus_quarantined": c["accepted"] + c["duplicates"]
-        + c["quarantined"],
-        "our_starts": c["our_starts"],
-        "matched_plus_ours_only_plus_type_mismatch": c["matched"] + c["ours_only"]
-        + c["type_mismatch"],
-        "duplicates": c["duplicates"],
-        "accepted": c["accepted"],
+        "rows_read": counts["rows_read"],
+        "accepted_plus_duplicates_plus_quarantined": counts["accepted"] + counts["duplicates"]
+        + counts["quarantined"],
+        "our_starts": counts["our_starts"],
+        "matched_plus_ours_only_plus_type_mismatch": counts["matched"] + counts["ours_only"]
+        + counts["type_mismatch"],
+        "duplicates": counts["duplicates"],
+        "accepted": counts["accepted"],
         "distinct_conversation_ids": distinct_conversation_ids}])
     audit.audit_frames({"provider_reconciliation": rec, "provider_items": items,
                         "provider_differences": diffs, "provider_totals": totals}, suites)

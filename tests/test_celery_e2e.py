@@ -85,8 +85,8 @@ def celery_airflow(pg_url, tmp_path):
 
 
 def workers_answer(broker: str, names: set[str], logs: Path, within_s: float = 300) -> None:
-    """Wait until every named Celery worker answers a ping on the broker: a worker that is still
-    starting when the shards are queued leaves them all to the other one."""
+    """Wait until every named Celery worker answers a ping on the broker, so that both can take
+    tasks of the day from its first one."""
     from celery import Celery
 
     app = Celery(broker=broker)
