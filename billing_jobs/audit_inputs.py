@@ -20,9 +20,9 @@ STARTS_COLUMNS = ["message_id", "contact_key", "conversation_type", "started_at"
                   "unit_price"]
 
 
-def audit_run(folder: RunFolder, suites: Path) -> None:
+def audit_run(folder: RunFolder, suites: Path, gx_project: Path) -> None:
     """Run the suites on the staged run; writes audit.json beside it and keeps the results in
-    the staging area's GX project; raises AuditFailed on failure."""
+    the GX project `gx_project` (a local folder); raises AuditFailed on failure."""
     run = folder.run
     tables = folder.read({"conversation_starts": STARTS_COLUMNS, "invoice_lines": None,
                           "accepted_messages": None})
@@ -64,4 +64,4 @@ def audit_run(folder: RunFolder, suites: Path) -> None:
         "invoice_lines": lines,
         "accepted_messages": tables["accepted_messages"].to_pandas(),
         "run_totals": totals,
-    }, suites, folder.audit_path, run_name=run.run_id, project_root=folder.gx_project)
+    }, suites, folder.audit_path, run_name=run.run_id, project_root=gx_project)

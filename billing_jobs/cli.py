@@ -372,7 +372,7 @@ def cmd_audit_docs(args: argparse.Namespace) -> None:
     from billing_jobs.config import Settings
 
     settings = Settings.resolve()
-    root = Path(settings.staging) / "gx"
+    root = settings.gx_project
     if not root.exists():
         raise UsageError(f"no audit results under {root}: run a day first")
     print(f"Data Docs: {build_docs(root, settings.suites)}")

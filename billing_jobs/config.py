@@ -28,6 +28,7 @@ DEFAULTS = {
     "staging_keep_days": "14",
     "rows_per_shard": "4000000",
     "expectations": None,  # the suites shipped with the package
+    "gx": None,  # <staging>/gx when the staging area is local, else var/gx
     "allow_demo_secret": "",  # tests only: the demo secret with a warehouse other than DuckDB
 }
 ENVIRONMENT = {
@@ -41,6 +42,7 @@ ENVIRONMENT = {
     "staging_keep_days": "BILLING_STAGING_KEEP_DAYS",
     "rows_per_shard": "BILLING_ROWS_PER_SHARD",
     "expectations": "BILLING_EXPECTATIONS",
+    "gx": "BILLING_GX_PROJECT",
     "allow_demo_secret": "BILLING_ALLOW_DEMO_SECRET",
 }
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]*")  # BILLING_SCHEMA: a plain lower-case identifier
@@ -62,6 +64,7 @@ class Settings:
     staging_keep_days: float = 14.0  # staged runs older than this are pruned (staging.py)
     rows_per_shard: float = 4e6  # rows of the D-2..D window per shard when not told (shards.py)
     expectations: str = ""  # the Great Expectations suites (expectations/*.json)
+    gx: str = ""  # the GX project: a local folder, even when the staging area is a URL
     allow_demo_secret: bool = False
 
     @property
@@ -96,6 +99,16 @@ class Settings:
         return Path(self.expectations) if self.expectations else shipped("expectations")
 
     @property
+    def gx_project(self) -> Path:
+        """Where audits keep their GX results and Data Docs. GX's file project needs a local
+        folder; each run's verdict (audit.json) is in its run folder wherever that is."""
+        if self.gx:
+            return Path(self.gx)
+        if "://" in self.staging and not self.staging.startswith("file://"):
+            return Path("var/gx")
+        return Path(self.staging.removeprefix("file://")) / "gx"
+
+    @property
     def warehouse_display(self) -> str:
         """The warehouse URL as it may be shown: without its password."""
         return redact(self.warehouse_url)
@@ -111,6 +124,7 @@ class Settings:
         if values["reference"] is None:
             values["reference"] = os.path.join(values["source"], "reference")
         values["expectations"] = values["expectations"] or ""
+        values["gx"] = values["gx"] or ""
         values["allow_demo_secret"] = str(values["allow_demo_secret"]).lower() in ("1", "true",
                                                                                    "yes")
         for key in NUMBERS:

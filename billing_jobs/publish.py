@@ -38,15 +38,17 @@ def publish(settings: Settings, folder: RunFolder) -> dict:
         raise RunError(f"reference data in {run.reference} changed since the run was written; "
                        f"write the day again")
     # the day's starts (~10M rows on a 100M-message day) are loaded from their file, not held here
-    starts_path = folder.table("conversation_starts")
-    amount = pc.sum(pq.read_table(starts_path, columns=["unit_price"]).column("unit_price")
+    starts = folder.table("conversation_starts")
+    amount = pc.sum(folder.read_table(starts, ["unit_price"]).column("unit_price")
                     ).as_py() or Decimal(0)  # exact decimal sum
-    tables = {name: pq.read_table(folder.table(name))
+    tables = {name: folder.read_table(folder.table(name))
               for name in warehouse.DAY_TABLES if name != "conversation_starts"}
-    tables["conversation_starts"] = starts_path
     tables["quarantined_messages"] = _with_partition_dates(tables["quarantined_messages"])
     schema = settings.schema
-    with migrate.writing(settings, f"billing date {day}: publish") as conn:
+    # DuckDB reads the starts from a local file: a staging area behind a URL lends a copy
+    with folder.local_copies([starts]) as (starts_path,), \
+            migrate.writing(settings, f"billing date {day}: publish") as conn:
+        tables["conversation_starts"] = starts_path
         # shared with the other days of the month, exclusive against its close: a close waits
         # for this publish, or this publish sees the month closed and books the difference as
         # adjustments, in this same transaction

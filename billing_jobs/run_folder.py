@@ -1,6 +1,12 @@
 """The run folder: everything one run of one billing date stages between its steps, as one typed
 object. Every step reads and writes it through `RunFolder`; nothing else knows its layout.
 
+The staging area is a local folder or any fsspec URL (`s3://…`, `gs://…`, `file://…`), like the
+landing zone: a local one is read and written by pyarrow and the OS directly, as before; a URL
+through its filesystem, so workers that share only an object store can hand a run on. What must
+be local (the GX project; DuckDB's read of the starts at publish; the memory-mapped id hashes of
+combine) gets a local path or a local copy from here.
+
     <staging>/<day>/<run_id>/
         plan.json                  Plan: the run, the files it reads, their fingerprints, shards
         split/<k>/<i>.parquet      shard k's rows of the plan's file i (removed by combine)
@@ -18,15 +24,20 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from billing_jobs.contract import RULES_VERSION
 from billing_jobs.errors import RunError
+from billing_jobs.landing import arrow_source, location
 from billing_jobs.pricing import invoice_lines
 from billing_jobs.tables import constant
 
@@ -96,7 +107,7 @@ class StagedRun:
 
 class RunFolder:
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = _place(path)  # a Path on local disk, else a UPath over the URL's filesystem
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -106,7 +117,7 @@ class RunFolder:
 
     @classmethod
     def create(cls, staging: str | Path, plan: Plan) -> RunFolder:
-        folder = cls(Path(staging) / plan.billing_date.isoformat() / plan.run_id)
+        folder = cls(_place(staging) / plan.billing_date.isoformat() / plan.run_id)
         folder.path.mkdir(parents=True, exist_ok=True)
         (folder.path / "plan.json").write_text(plan.to_json())
         return folder
@@ -119,14 +130,59 @@ class RunFolder:
             raise RunError(f"{self.path}: no plan.json: not a run folder, or its plan step "
                            f"did not finish") from None
 
-    @property
-    def gx_project(self) -> Path:
-        """The GX project of the staging area (`<staging>/gx`): every audit's results."""
-        return self.path.parent.parent / "gx"
+    # files ----------------------------------------------------------------------------------
+
+    def write_table(self, path, table: pa.Table) -> None:
+        """A parquet file of this folder that no reader sees half-written: on local disk written
+        aside and renamed; an object store shows an object only once it is whole."""
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            aside = path.with_suffix(".tmp")
+            pq.write_table(table, aside)
+            aside.rename(path)  # a retried task never leaves half a file
+        else:
+            where = arrow_source(path)
+            pq.write_table(table, where["source"], filesystem=where.get("filesystem"))
+
+    def read_table(self, path, columns: list[str] | None = None) -> pa.Table:
+        where = arrow_source(path)
+        return pq.read_table(where["source"], columns=columns, filesystem=where.get("filesystem"))
+
+    def save_array(self, path, array: np.ndarray) -> None:
+        if isinstance(path, Path):
+            np.save(path, array)
+        else:
+            with path.open("wb") as f:
+                np.save(f, array)
+
+    @contextmanager
+    def local_copies(self, paths: list) -> Iterator[list[Path]]:
+        """Local paths of these files for the readers that need one (DuckDB's read of a staged
+        table, memory-mapped arrays): the files themselves on local disk, else copies in a
+        temporary folder that is removed afterwards."""
+        if all(isinstance(p, Path) for p in paths):
+            yield list(paths)
+            return
+        with tempfile.TemporaryDirectory(prefix="billing-staged-") as scratch:
+            copies = []
+            for n, path in enumerate(paths):
+                copy = Path(scratch) / f"{n}-{path.name}"
+                path.fs.get_file(path.path, str(copy))
+                copies.append(copy)
+            yield copies
+
+    def _remove(self, path) -> None:
+        if isinstance(path, Path):
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        try:
+            path.fs.rm(path.path, recursive=True)
+        except FileNotFoundError:
+            pass
 
     # split pieces ---------------------------------------------------------------------------
 
-    def piece(self, shard: int, i: int) -> Path:
+    def piece(self, shard: int, i: int):
         return self.path / "split" / str(shard) / f"{i}.parquet"
 
     def mark_split(self, i: int) -> None:
@@ -138,25 +194,26 @@ class RunFolder:
         plan = self.plan
         if plan.shards == 1:  # one shard reads the files themselves
             return []
-        return [f for i, f in enumerate(plan.files)
-                if not (self.path / "split" / "done" / str(i)).exists()]
+        marks = self.path / "split" / "done"
+        done = {p.name for p in marks.iterdir()} if marks.exists() else set()  # one listing
+        return [f for i, f in enumerate(plan.files) if str(i) not in done]
 
     def remove_split(self) -> None:
-        shutil.rmtree(self.path / "split", ignore_errors=True)
+        self._remove(self.path / "split")
 
     # shards ---------------------------------------------------------------------------------
 
-    def shard_dir(self, shard: int) -> Path:
+    def shard_dir(self, shard: int):
         return self.path / "shards" / str(shard)
 
     # the combined run -----------------------------------------------------------------------
 
-    def table(self, name: str) -> Path:
+    def table(self, name: str):
         return self.path / f"{name}.parquet"
 
     def read(self, columns: dict[str, list[str] | None]) -> dict[str, pa.Table]:
         """The staged tables named in `columns`, each with only the columns listed (None: all)."""
-        return {name: pq.read_table(self.table(name), columns=wanted)
+        return {name: self.read_table(self.table(name), wanted)
                 for name, wanted in columns.items()}
 
     def stage(self, tables: dict[str, pa.Table], counts: dict[str, int],
@@ -166,11 +223,14 @@ class RunFolder:
         plan = self.plan
         tag = {"run_id": plan.run_id, "billing_date": plan.billing_date}
         starts = tables["conversation_starts"]
-        _write(self.table("conversation_starts"), _with(starts, run_id=plan.run_id))
-        _write(self.table("invoice_lines"), _with(invoice_lines(starts), run_id=plan.run_id))
-        _write(self.table("session_anomalies"), _with(tables["session_anomalies"], **tag))
-        _write(self.table("quarantined_messages"), _with(tables["quarantined_messages"], **tag))
-        _write(self.table("accepted_messages"), tables["accepted_messages"])
+        self.write_table(self.table("conversation_starts"), _with(starts, run_id=plan.run_id))
+        self.write_table(self.table("invoice_lines"),
+                         _with(invoice_lines(starts), run_id=plan.run_id))
+        self.write_table(self.table("session_anomalies"),
+                         _with(tables["session_anomalies"], **tag))
+        self.write_table(self.table("quarantined_messages"),
+                         _with(tables["quarantined_messages"], **tag))
+        self.write_table(self.table("accepted_messages"), tables["accepted_messages"])
         run = StagedRun(
             run_id=plan.run_id, billing_date=plan.billing_date, started_at=plan.started_at,
             source=plan.source, reference=plan.reference, reference_hash=reference_hash,
@@ -201,12 +261,21 @@ class RunFolder:
     # the audit ------------------------------------------------------------------------------
 
     @property
-    def audit_path(self) -> Path:
+    def audit_path(self):
         return self.path / "audit.json"
 
     def audited(self) -> bool:
         return (self.audit_path.exists()
                 and json.loads(self.audit_path.read_text()).get("success") is True)
+
+
+def _place(path: str | Path):
+    """A local path for local disk (a `file://` URL too), else a UPath over the URL's
+    filesystem (landing.location)."""
+    place = location(path)
+    if not isinstance(place, Path) and place.protocol in ("file", "local"):
+        return Path(place.path)
+    return place
 
 
 def _to_json(record) -> str:
@@ -227,7 +296,3 @@ def _with(table: pa.Table, **constants) -> pa.Table:
         kind = pa.date32() if isinstance(value, dt.date) else pa.string()
         table = table.append_column(name, constant(value, table.num_rows, kind))
     return table
-
-
-def _write(path: Path, table: pa.Table) -> None:
-    pq.write_table(table, path)

@@ -16,7 +16,6 @@ callback in Airflow).
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 from billing_jobs import audit_inputs, auditor, warehouse, window
 from billing_jobs import publish as publishing
@@ -64,7 +63,7 @@ def split(settings: Settings, folder: RunFolder, part: int) -> list[int]:
     return sharding.split(folder, part)
 
 
-def write_shard(settings: Settings, folder: RunFolder, shard: int) -> Path:
+def write_shard(settings: Settings, folder: RunFolder, shard: int) -> str:
     return sharding.write_shard(folder, shard, settings.contact_key_secret, _billed(settings))
 
 
@@ -79,7 +78,8 @@ def _billed(settings: Settings):
 
 
 def audit(settings: Settings, folder: RunFolder) -> None:
-    auditor.run(audit_inputs.audit_run, folder, settings.suites)  # in GX's warm process if any
+    # in GX's warm process if any
+    auditor.run(audit_inputs.audit_run, folder, settings.suites, settings.gx_project)
     release_memory()
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from billing_jobs import dedupe, identity, landing
 from billing_jobs.day import Clock, compute
@@ -77,10 +76,7 @@ def _split_file(path, i: int, folder: RunFolder, shards: int) -> None:
     for k in np.flatnonzero(np.diff(bounds)):
         rows = order[bounds[k]:bounds[k + 1]]
         piece = take_rows(raw, rows).append_column(ROW, pa.array(rows + 1, pa.int64()))
-        out = folder.piece(int(k), i)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(piece, out.with_suffix(".tmp"))
-        out.with_suffix(".tmp").rename(out)  # a retried task never leaves half a piece
+        folder.write_table(folder.piece(int(k), i), piece)  # never half a piece
     folder.mark_split(i)
 
 
@@ -89,7 +85,7 @@ def read_piece(folder: RunFolder, shard: int, i: int) -> tuple[pa.Table, np.ndar
     path = folder.piece(shard, i)
     if not path.exists():
         return None
-    piece = pq.read_table(path)
+    piece = folder.read_table(path)
     numbers = piece.column(ROW).to_numpy()
     return piece.drop_columns([ROW]), numbers
 
@@ -103,7 +99,7 @@ BilledLookup = Callable[[pa.Array], dict]  # message ids -> {id: billing date of
 
 
 def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup | None = None,
-                shared: np.ndarray | None = None) -> Path:
+                shared: np.ndarray | None = None) -> str:
     """Compute shard `shard` of the day into `shards/<k>/`, from its pieces of the plan's files
     (the files themselves when the plan has one shard). `billed` says which of its ids are billed
     already, and when (identity.py); `shared`: id hashes other shards hold too (combine's second
@@ -131,17 +127,16 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
                    for m, days in plan.conflicts.items()})
     tables, counts = compute(reference, plan.billing_date, batch, secret, clock, known, shared)
     out = folder.shard_dir(shard)
-    out.mkdir(parents=True, exist_ok=True)
     for name in SHARD_TABLES:
-        pq.write_table(tables[name], out / f"{name}.parquet")
-    np.save(out / "ids.npy", hashes)
+        folder.write_table(out / f"{name}.parquet", tables[name])
+    folder.save_array(out / "ids.npy", hashes)
     clock.lap("stage")
     (out / "shard.json").write_text(json.dumps({"shard": shard, "shards": plan.shards,
                                                 "reference_hash": reference.content_hash,
                                                 "counts": counts, "seconds": clock.laps}))
     del batch, tables
     release_memory()
-    return out
+    return str(out)
 
 
 def combine(folder: RunFolder, secret: str, billed: BilledLookup | None = None) -> StagedRun:
@@ -155,16 +150,17 @@ def combine(folder: RunFolder, secret: str, billed: BilledLookup | None = None) 
     infos = [json.loads((p / "shard.json").read_text()) for p in parts]
     if len({i["reference_hash"] for i in infos}) != 1:
         raise RunError("the shards were computed with different reference data; write them again")
-    shared = shared_ids([p / "ids.npy" for p in parts])
-    if len(shared):
-        for k, part in enumerate(parts):
-            mine = np.load(part / "ids.npy", mmap_mode="r")
-            if np.isin(shared, mine).any():
-                write_shard(folder, k, secret, billed, shared)
+    with folder.local_copies([p / "ids.npy" for p in parts]) as ids:
+        shared = shared_ids(ids)
+        rewrite = [k for k, mine in enumerate(ids)
+                   if len(shared) and np.isin(shared, np.load(mine, mmap_mode="r")).any()]
+    for k in rewrite:
+        write_shard(folder, k, secret, billed, shared)
+    if rewrite:
         infos = [json.loads((p / "shard.json").read_text()) for p in parts]
-    tables = {name: pa.concat_tables([pq.read_table(p / f"{name}.parquet") for p in parts])
+    tables = {name: pa.concat_tables([folder.read_table(p / f"{name}.parquet") for p in parts])
               for name in SHARD_TABLES}
-    tables["accepted_messages"] = _merged_profile(parts)
+    tables["accepted_messages"] = _merged_profile(folder, parts)
     counts: dict[str, int] = {}
     seconds: dict[str, float] = {}
     for info in infos:
@@ -196,10 +192,10 @@ def shared_ids(paths: list[Path]) -> np.ndarray:
     return np.concatenate(shared) if shared else np.zeros(0, np.uint64)
 
 
-def _merged_profile(parts: list[Path]) -> pa.Table:
+def _merged_profile(folder: RunFolder, parts: list) -> pa.Table:
     """The accepted-messages profile of the whole day from the shards' profiles: counts add up,
     and so do distinct ids, since no id is in two shards (checked before)."""
-    profiles = [pq.read_table(p / "accepted_messages.parquet") for p in parts]
+    profiles = [folder.read_table(p / "accepted_messages.parquet") for p in parts]
     merged = pa.concat_tables([t.select(["direction", "message_type", "status", "messages"])
                                for t in profiles])
     merged = merged.group_by(["direction", "message_type", "status"]).aggregate(

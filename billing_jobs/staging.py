@@ -4,8 +4,9 @@ or has failed, but an operator may want to look at a failed one. Without pruning
 leaves about 250 MB behind per 10M messages (2.5 GB for a 100M-message day) and backfills fill
 the disk.
 
-Runs older than `staging_keep_days` are removed; the GX project (`<staging>/gx`: every audit's
-results and the Data Docs) and anything that is not a run folder are left alone."""
+Runs older than `staging_keep_days` are removed; the GX project (`<staging>/gx` by default: every
+audit's results and the Data Docs) and anything that is not a run folder are left alone. The
+staging area may be an fsspec URL (run_folder.py); it is pruned the same way."""
 
 from __future__ import annotations
 
@@ -16,26 +17,32 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from billing_jobs.landing import location
+
 DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
 class StagedRun:
-    folder: Path
+    folder: Path  # or a UPath, when the staging area is a URL
     started_at: dt.datetime
     bytes: int
 
 
 def staged_runs(staging: str | Path) -> list[StagedRun]:
-    """Every run folder under `staging`, oldest first. A run's age is the `started_at` of its
-    run.json or plan.json, else the folder's modification time."""
+    """Every run folder under `staging` (a folder or an fsspec URL), oldest first. A run's age is
+    the `started_at` of its run.json or plan.json, else, on local disk, the folder's modification
+    time; an object store has no folders, so there a folder without either is not a run's."""
     runs = []
-    root = Path(staging)
+    root = location(staging)
     if not root.is_dir():
         return []
-    for day in sorted(p for p in root.iterdir() if p.is_dir() and DAY_FOLDER.match(p.name)):
-        for folder in sorted(p for p in day.iterdir() if p.is_dir()):
-            runs.append(StagedRun(folder, _started_at(folder), _size(folder)))
+    for day in sorted((p for p in root.iterdir() if p.is_dir() and DAY_FOLDER.match(p.name)),
+                      key=str):
+        for folder in sorted((p for p in day.iterdir() if p.is_dir()), key=str):
+            started = _started_at(folder)
+            if started is not None:
+                runs.append(StagedRun(folder, started, _size(folder)))
     return sorted(runs, key=lambda r: (r.started_at, str(r.folder)))
 
 
@@ -49,21 +56,28 @@ def prune(staging: str | Path, keep_days: float, now: dt.datetime | None = None,
     old = [r for r in staged_runs(staging) if r.started_at < now - dt.timedelta(days=keep_days)]
     if not dry_run:
         for run in old:
-            shutil.rmtree(run.folder)
-            if not any(run.folder.parent.iterdir()):
-                run.folder.parent.rmdir()
+            if isinstance(run.folder, Path):
+                shutil.rmtree(run.folder)
+                if not any(run.folder.parent.iterdir()):
+                    run.folder.parent.rmdir()
+            else:  # an object store: the day's "folder" goes with its last object
+                run.folder.fs.rm(run.folder.path, recursive=True)
     return old
 
 
-def _started_at(folder: Path) -> dt.datetime:
+def _started_at(folder) -> dt.datetime | None:
     for name in ("run.json", "plan.json"):
         try:
             started = json.loads((folder / name).read_text())["started_at"]
             return dt.datetime.fromisoformat(started).astimezone(dt.timezone.utc)
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.timezone.utc)
+    if isinstance(folder, Path):
+        return dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.timezone.utc)
+    return None
 
 
-def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+def _size(folder) -> int:
+    if isinstance(folder, Path):
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return folder.fs.du(folder.path)

@@ -51,3 +51,59 @@ def warehouse_url(request, tmp_path):
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path}/warehouse.duckdb"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's standalone S3-compatible server (a dev dependency, so never missing), in its own
+    process on a free port: the object store a staging area or a landing zone may live in. Ready
+    when it answers over HTTP."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
+                                 "127.0.0.1", "-p", str(port)], stdout=out,
+                                stderr=subprocess.STDOUT)
+        endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        try:
+            while True:
+                try:
+                    urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=5).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None:
+                        pytest.fail(f"moto_server exited with {proc.returncode}; log in {log}")
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"moto_server did not answer in 120 s; log in {log}")
+                    time.sleep(0.2)
+            yield endpoint
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket on the local S3 server, as `s3://<bucket>`; this process (and children
+    that inherit its environment) reaches the server through AWS_ENDPOINT_URL, as a deployment
+    would reach its own."""
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    for name, value in S3_ENV.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"billing-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+    return f"s3://{bucket}"

@@ -100,14 +100,18 @@ def airflow(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def running_airflow(env: dict, logs: Path, port: int, commands: dict[str, list[str]]):
+def running_airflow(env: dict, logs: Path, port: int, commands: dict[str, list[str]],
+                    own_env: dict[str, dict] | None = None):
     """Migrate the metadata DB, start each `airflow <command>` in its own process group (logs in
-    `logs/<name>.log`), wait until billing_daily is served, yield the base URL, then stop them."""
+    `logs/<name>.log`; `own_env[name]` added to its environment), wait until billing_daily is
+    served, yield the base URL, then stop them."""
     subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True,
                    capture_output=True)
     logs.mkdir(exist_ok=True)
-    procs = [subprocess.Popen([str(BIN / "airflow"), *cmd], env=env, start_new_session=True,
-                              stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+    procs = [subprocess.Popen([str(BIN / "airflow"), *cmd],
+                              env={**env, **(own_env or {}).get(name, {})},
+                              start_new_session=True, stdout=open(logs / f"{name}.log", "w"),
+                              stderr=subprocess.STDOUT)
              for name, cmd in commands.items()]
     base = f"http://127.0.0.1:{port}"
     components = tuple(c.replace("-", "_") for c in commands if c in ("scheduler",

@@ -1,5 +1,7 @@
 """The production shape, for real: CeleryExecutor with a Redis broker and PostgreSQL metadata, two
-workers, a sharded day published into a PostgreSQL warehouse, equal to an unsharded run."""
+workers that share no folder (landing zone and staging in a bucket of an S3-compatible server,
+each worker its own GX project), a sharded day published into a PostgreSQL warehouse, equal to an
+unsharded run."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import dataclasses
 import datetime as dt
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +21,8 @@ from test_airflow_e2e import call, free_port, running_airflow
 from billing_jobs import sequence
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
+from billing_jobs.landing import location
+from billing_jobs.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -35,15 +40,20 @@ def redis_up() -> bool:
 
 
 @pytest.fixture
-def celery_airflow(pg_url, tmp_path):
+def celery_airflow(pg_url, s3_bucket, tmp_path):
     if not redis_up():
         if os.environ.get("CI"):
             pytest.fail("Redis is required in CI and unreachable at 127.0.0.1:6379")
         pytest.skip("Redis not reachable at 127.0.0.1:6379")
+    import s3fs
+
     landing = tmp_path / "landing"
     generate(landing, dt.date(2026, 3, 1), days=2, messages_per_day=4000, seed=17)
+    s3fs.S3FileSystem(skip_instance_cache=True).put(str(landing), f"{s3_bucket}/landing",
+                                                    recursive=True)
+    shutil.rmtree(landing)  # the bucket is the only landing zone
     port, redis_db = free_port(), random.randint(1, 15)
-    settings = Settings.resolve(source=str(landing), staging=str(tmp_path / "staging"),
+    settings = Settings.resolve(source=f"{s3_bucket}/landing", staging=f"{s3_bucket}/staging",
                                 warehouse_url=pg_url)  # billing schema beside Airflow's tables
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update({
@@ -75,7 +85,11 @@ def celery_airflow(pg_url, tmp_path):
         "worker-2": ["celery", "worker", "--celery-hostname", "w2@%h", "--skip-serve-logs"],
     }
     try:
-        with running_airflow(env, logs, port, commands) as base:
+        # the AWS_* variables of s3_bucket reach every component through `env`; each worker
+        # keeps its GX project in a folder of its own
+        own = {name: {"BILLING_GX_PROJECT": str(tmp_path / name / "gx")}
+               for name in ("worker-1", "worker-2")}
+        with running_airflow(env, logs, port, commands, own) as base:
             workers_answer(env["AIRFLOW__CELERY__BROKER_URL"], {"w1", "w2"}, logs)
             yield base, settings, logs
     finally:
@@ -128,6 +142,12 @@ def test_a_sharded_day_on_celery_with_two_workers(celery_airflow, tmp_path):
     ran = {name: (logs / f"{name}.log").read_text().count("Executing workload in Celery")
            for name in ("worker-1", "worker-2")}
     assert all(ran.values()), f"both workers run tasks of the day: {ran}"
+    # the run was handed on through the bucket: its folder there, audited, the split copy gone
+    [folder] = location(f"{settings.staging}/{DAY}").iterdir()
+    assert RunFolder(folder).audited() and not (folder / "split").exists()
+    assert len(list((folder / "shards").iterdir())) == SHARDS
+    audited_by = [name for name in ("worker-1", "worker-2") if (tmp_path / name / "gx").exists()]
+    assert len(audited_by) == 1, audited_by  # the GX project of the worker that audited
 
     engine = sa.create_engine(settings.warehouse_url)
     with engine.connect() as conn:

@@ -69,10 +69,15 @@ def test_any_number_of_shards_publishes_the_same_day(landing, tmp_path, shards):
     assert results[shards] == results[1]
 
 
-def test_a_conflict_across_shards_publishes_exactly_the_unsharded_day(landing, tmp_path):
+@pytest.mark.parametrize("staging", ["local", "s3"])
+def test_a_conflict_across_shards_publishes_exactly_the_unsharded_day(landing, tmp_path, staging,
+                                                                      request):
     """Copies of one id on lines of different shards: no shard sees both, the combine step's
     second phase computes the shards holding them again, and the day equals the unsharded one
-    (every copy quarantined as conflicting_duplicate, nothing billed for them)."""
+    (every copy quarantined as conflicting_duplicate, nothing billed for them). With the staging
+    area on an S3-compatible server, every step hands its work on through the object store."""
+    where = (str(tmp_path) if staging == "local"
+             else request.getfixturevalue("s3_bucket") + "/staging")
     source = tmp_path / "landing"
     shutil.copytree(landing, source)
     day = START + dt.timedelta(days=2)
@@ -89,13 +94,18 @@ def test_a_conflict_across_shards_publishes_exactly_the_unsharded_day(landing, t
               {**base, "message_id": "twice", "customer_id": owner[b], "line_id": b}]
     (source / "messages" / f"date={day}" / "twice.jsonl").write_text(
         "".join(json.dumps(c) + "\n" for c in copies))
-    results = {}
+    results, runs = {}, {}
     for n in (1, 4):
-        settings = Settings.resolve(source=str(source), staging=str(tmp_path / f"s{n}"),
-                                    warehouse_url=f"duckdb:///{tmp_path}/w{n}.duckdb")
-        sequence.run_day(settings, day, shards=n)
+        settings = Settings.resolve(source=str(source), staging=f"{where}/s{n}",
+                                    warehouse_url=f"duckdb:///{tmp_path}/w{n}.duckdb",
+                                    gx=str(tmp_path / "gx"))
+        runs[n] = RunFolder(f"{where}/s{n}/{day}/{sequence.run_day(settings, day, shards=n)['run_id']}")
         results[n] = published(settings.warehouse_url, day)
     assert results[4] == results[1]
+    assert runs[4].audited() and not (runs[4].path / "split").exists()  # the input's copy is gone
+    assert (runs[4].path / "shards" / "3" / "ids.npy").exists()
+    if staging == "s3":
+        assert not any((tmp_path / name).exists() for name in ("s1", "s4"))  # nothing local
     con = duckdb.connect(f"{tmp_path}/w4.duckdb", read_only=True)
     assert con.execute("select reason from billing.quarantined_messages where message_id = 'twice'"
                        ).fetchall() == [("conflicting_duplicate",)] * 3

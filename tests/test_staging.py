@@ -10,17 +10,21 @@ import pytest
 from billing_jobs import cli, sequence
 from billing_jobs.config import Settings
 from billing_jobs.generate import generate
-from billing_jobs.run_folder import RunFolder
 from billing_jobs.staging import prune, staged_runs
 
 DAY = dt.date(2026, 3, 1)
 
 
-@pytest.fixture
-def settings(tmp_path):
+@pytest.fixture(params=["local", "s3"])
+def settings(tmp_path, request):
+    """A landing zone, a warehouse and a staging area: a local folder, or a bucket on an
+    S3-compatible server (the GX project then stays local)."""
     generate(tmp_path / "landing", DAY, days=1, messages_per_day=500, seed=4)
-    return Settings.resolve(source=str(tmp_path / "landing"), staging=str(tmp_path / "staging"),
-                            warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
+    staging = (str(tmp_path / "staging") if request.param == "local"
+               else request.getfixturevalue("s3_bucket") + "/staging")
+    return Settings.resolve(source=str(tmp_path / "landing"), staging=staging,
+                            warehouse_url=f"duckdb:///{tmp_path}/w.duckdb",
+                            gx=None if request.param == "local" else str(tmp_path / "gx"))
 
 
 def _age(folder, days: int) -> None:
@@ -50,7 +54,7 @@ def test_runs_older_than_the_limit_are_removed_and_nothing_else(settings, capsys
     assert {r.folder.name for r in removed} == {old, planned.name}
     assert all(r.bytes > 0 for r in removed)
     assert [r.folder.name for r in staged_runs(settings.staging)] == [recent]
-    assert RunFolder(folders[recent]).gx_project.is_dir()  # every audit's results stay
+    assert settings.gx_project.is_dir()  # every audit's results stay
     # what was published stays published
     import duckdb
 
