@@ -1,6 +1,7 @@
 -- The peer of the whole daily job (read, dedupe, rules, price, aggregate) in DuckDB SQL, on top of
--- the `starts` view made from peer_reconcile.sql. $lines and $rates are the reference CSV paths.
-create or replace table invoice_lines as
+-- the `starts` view made from peer_reconcile.sql: the day's invoice lines, which the peer puts in
+-- place of the day's earlier ones (bench/reconcile_one.py). $day is the billing date, $lines and
+-- $rates the reference CSV paths.
 
 with
 

@@ -1,6 +1,8 @@
 """One measured reconcile in its own process, so the parent can read its peak RSS.
 
-`python -m bench.reconcile_one engine|duckdb MESSAGES_DIR` prints one JSON line."""
+`python -m bench.reconcile_one engine|duckdb|job-engine|job-duckdb MESSAGES_DIR [SCRATCH]` prints
+one JSON line. The jobs write into a warehouse under SCRATCH (a new folder if not given): given
+one that holds the day already, the job is a re-run that replaces it."""
 
 from __future__ import annotations
 
@@ -29,22 +31,29 @@ def run_duckdb(folder: Path):
     return con.sql(sql, params={"files": files}).to_arrow_table()
 
 
-def job_engine(folder: Path):
-    """The product's daily job for the day, exactly as `billing-jobs run` does it."""
-    from billing_jobs import sequence
+def job_engine(folder: Path, scratch: Path | None = None):
+    """The product's daily job for the day, exactly as `billing-jobs run` does it, into the
+    warehouse under `scratch` (a new one if not given; a given one may hold the day already)."""
+    from billing_jobs import auditor, sequence
     from billing_jobs.config import Settings
 
-    scratch = Path(tempfile.mkdtemp(prefix="bench-job-"))
+    scratch = scratch or Path(tempfile.mkdtemp(prefix="bench-job-"))
     settings = Settings.resolve(source=str(folder.parent), staging=str(scratch / "staging"),
                                 warehouse_url=f"duckdb:///{scratch}/warehouse.duckdb")
-    done = sequence.run_day(settings, _day(folder), shards=1)  # unsharded: one process
+    auditor.start()  # as cmd_run does: Great Expectations warms up in its own process
+    try:
+        done = sequence.run_day(settings, _day(folder), shards=1)  # unsharded: one process
+    finally:
+        auditor.stop()
     return done["starts_on_day"], str(done["amount"].normalize()), done["seconds"]
 
 
-def job_duckdb(folder: Path):
+def job_duckdb(folder: Path, scratch: Path | None = None):
+    """The peer of the job: reconcile and price in SQL, then replace the day's invoice lines in
+    one transaction, as the product replaces a day (a first run finds no rows to delete)."""
     import duckdb
 
-    scratch = Path(tempfile.mkdtemp(prefix="bench-peer-"))
+    scratch = scratch or Path(tempfile.mkdtemp(prefix="bench-peer-"))
     con = duckdb.connect(str(scratch / "warehouse.duckdb"))
     con.execute("set timezone = 'UTC'")
     files = [str(p) for p in sorted(folder.rglob("*.parquet"))]
@@ -54,12 +63,18 @@ def job_duckdb(folder: Path):
                "$day": _quote(str(_day(folder))), "$lines": _quote(str(ref / "lines.csv")),
                "$rates": _quote(str(ref / "rate_card.csv"))}
     reconcile_sql = (Path(__file__).parent / "peer_reconcile.sql").read_text().rsplit("order by", 1)[0]
-    for sql in ("create temp view starts as " + reconcile_sql,
-                (Path(__file__).parent / "peer_job.sql").read_text()):
-        for name, value in literal.items():
-            sql = sql.replace(name, value)
-        con.execute(sql)
-    quantity, amount = con.sql("select sum(quantity), sum(amount) from invoice_lines").fetchall()[0]
+    lines_sql = (Path(__file__).parent / "peer_job.sql").read_text()
+    for name, value in literal.items():
+        reconcile_sql = reconcile_sql.replace(name, value)
+        lines_sql = lines_sql.replace(name, value)
+    con.execute("create temp view starts as " + reconcile_sql)
+    con.execute(f"create table if not exists invoice_lines as {lines_sql} limit 0")
+    con.execute("begin")
+    con.execute(f"delete from invoice_lines where billing_date = {literal['$day']}")
+    con.execute(f"insert into invoice_lines {lines_sql}")
+    con.execute("commit")
+    quantity, amount = con.sql("select sum(quantity), sum(amount) from invoice_lines"
+                               f" where billing_date = {literal['$day']}").fetchall()[0]
     return quantity, str(amount.normalize()), {}
 
 
@@ -73,11 +88,11 @@ def _day(folder: Path):
     return max(dt.date.fromisoformat(p.name[5:]) for p in folder.glob("date=*"))
 
 
-def main(impl: str, folder: str) -> None:
+def main(impl: str, folder: str, scratch: str | None = None) -> None:
     if impl.startswith("job-"):
         started = time.perf_counter()
         jobs = {"job-engine": job_engine, "job-duckdb": job_duckdb}
-        starts, amount, stages = jobs[impl](Path(folder))
+        starts, amount, stages = jobs[impl](Path(folder), scratch and Path(scratch))
         print(json.dumps({"impl": impl, "seconds": time.perf_counter() - started,
                           "starts": starts, "digest": amount, "stages": stages}))
         return

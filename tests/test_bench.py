@@ -106,3 +106,60 @@ def test_provider_bench_times_billing_and_reconciliation_and_holds_the_share(tmp
     assert missed_targets([billing, {**at_10m[1], "seconds": 20.0}]) == []
     assert missed_targets([billing, {**at_10m[1], "seconds": 21.0}]) == [
         "provider reconciliation 10,000,000: 21% of the billing day's time > 20%"]
+
+
+def test_a_rerun_is_measured_on_a_warehouse_that_holds_the_day_for_both(tmp_path):
+    """The re-run case: the product and its peer each run the day once unmeasured, then again on
+    the same warehouse, replacing it; they must still agree (compare fails otherwise), and the
+    peer's warehouse holds the day once."""
+    import duckdb
+
+    from bench import acceptance, run
+
+    case = acceptance.Case("rerun", 3_000, "re-run", days=3, ratio=1.0)
+    result = acceptance.measure(case, 1, tmp_path / "data")
+    assert result["project"]["digest"] == result["peer"]["digest"] is not None
+    assert result["project"]["kind"] == "rerun" and result["project"]["starts"] > 0
+
+    messages = run.dataset(3_000, acceptance.SEED, tmp_path / "data", days=3)
+    scratch = tmp_path / "peer"
+    scratch.mkdir()
+    for _ in range(2):
+        run.measure("job-duckdb", messages, scratch)
+    con = duckdb.connect(str(scratch / "warehouse.duckdb"), read_only=True)
+    assert con.execute("select count(distinct billing_date), sum(quantity) from invoice_lines"
+                       ).fetchall() == [(1, result["peer"]["starts"])]
+
+
+def _result(kind: str, messages: int, project: float, peer: float | None = None,
+            peak: int = 1000, **targets) -> dict:
+    from bench.acceptance import Case
+
+    return {"case": Case(kind, messages, f"{kind} case", **targets),
+            "project": {"seconds": project, "peak_rss_mib": peak},
+            "peer": None if peer is None else {"seconds": peer, "peak_rss_mib": peak}}
+
+
+def test_the_acceptance_table_names_every_missed_target():
+    from bench.acceptance import missed, table
+
+    met = [_result("job", 1_000_000, 9.0, 10.0, ratio=1.0),
+           _result("sharded", 1_000_000, 10.0),
+           _result("sharded", 10_000_000, 30.0, seconds=35, mib=4096)]
+    assert missed(met) == []
+    assert "| job case | 1,000,000 | 9.0 s | 10.0 s (DuckDB SQL job) | 0.90x |" in table(met)
+    assert "| 1M -> 10M | 10.00 s -> 3.00 s |" in table(met)
+    assert "**no**" not in table(met)
+
+    slow = [_result("job", 1_000_000, 11.0, 10.0, ratio=1.0),
+            _result("reconcile", 10_000_000, 6.0, 10.0, ratio=0.5),
+            _result("sharded", 1_000_000, 1.0),
+            _result("sharded", 10_000_000, 36.0, peak=5000, seconds=35, mib=4096)]
+    assert missed(slow) == [
+        "job case at 1,000,000: 1.10x its peer > 1x",
+        "reconcile case at 10,000,000: 0.60x its peer > 0.5x",
+        "sharded case at 10,000,000: 36.0 s > 35 s",
+        "sharded case at 10,000,000: peak 5,000 MiB per process > 4,096 MiB",
+        "cost per message through the DAG grows: 3.60 s per 1M at 10,000,000 > 1.1 x 1.00 s at"
+        " 1,000,000"]
+    assert table(slow).count("**no**") == 4  # three cases and the cost per message
