@@ -22,6 +22,7 @@ from billing_jobs.errors import MAX_REASON, BillingError, RunError, redact
 from billing_jobs.identity import CONFLICTING_DUPLICATE, partition_of
 from billing_jobs.reference_data import load_reference
 from billing_jobs.run_folder import RunFolder, StagedRun, code_version
+from billing_jobs.tables import constant
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,22 @@ def _with_partition_dates(quarantined):
 def _record_conflicts(conn, schema: str, run: StagedRun, quarantined) -> None:
     """The conflicting copies this run found, per id and partition (identity.py): the runs of
     the other days they reach quarantine them too, and restatement re-bills those days."""
-    found = quarantined.filter(pc.equal(quarantined.column("reason"), CONFLICTING_DUPLICATE))
-    copies = {(m, partition_of(str(f))) for m, f in zip(found.column("message_id").to_pylist(),
-                                                        found.column("source_file").to_pylist())}
-    now = dt.datetime.now(dt.timezone.utc)
-    for message_id, partition in sorted(c for c in copies if c[0] and c[1]):
-        warehouse.execute(conn, "insert_identity_conflict", schema, message_id=message_id,
-                          partition_date=partition, found_for=run.billing_date,
-                          found_by_run=run.run_id, found_at=now)
+    copy = quarantined.filter(pc.equal(quarantined.column("reason"), CONFLICTING_DUPLICATE))
+    copies = {(m, partition_of(str(f))) for m, f in zip(copy.column("message_id").to_pylist(),
+                                                        copy.column("source_file").to_pylist())}
+    pairs = sorted(c for c in copies if c[0] and c[1])
+    if not pairs:
+        return
+    found = pa.table({
+        "message_id": pa.array([m for m, _ in pairs], pa.string()),
+        "partition_date": pa.array([p for _, p in pairs], pa.date32()),
+        "found_for": constant(run.billing_date, len(pairs), pa.date32()),
+        "found_by_run": constant(run.run_id, len(pairs), pa.string()),
+        "found_at": constant(dt.datetime.now(dt.timezone.utc), len(pairs),
+                             pa.timestamp("us", "UTC")),
+    })
+    with warehouse.scratch_table(conn, "found_conflicts", found, f"{schema}.identity_conflicts"):
+        warehouse.execute(conn, "insert_identity_conflicts", schema)
 
 
 def run_row(run: StagedRun, status: str, amount=None, step: str | None = None,

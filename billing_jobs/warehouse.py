@@ -11,6 +11,7 @@ runs out fails with one line naming the sessions that held it.
 
 from __future__ import annotations
 
+
 import re
 import time
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ def query(conn: sa.Connection, name: str, schema: str, **params) -> list[dict]:
 def execute(conn: sa.Connection, name: str, schema: str, **params) -> None:
     """Run the statement of `statements/NAME.sql` with `params`."""
     conn.execute(sa.text(sql_file(STATEMENTS / f"{name}.sql", schema)), params)
+
 
 
 def create_engine(url: str, read_only: bool = False) -> sa.Engine:
@@ -305,6 +307,24 @@ def insert_arrow(conn: sa.Connection, schema: str, table: str, data: pa.Table) -
     else:
         meta = sa.table(table, *(sa.column(c) for c in data.column_names), schema=schema)
         conn.execute(meta.insert(), data.to_pylist())
+
+
+@contextmanager
+def scratch_table(conn: sa.Connection, name: str, data: pa.Table, like: str):
+    """`data` as a table `name` the transaction's statements can join, so that many rows are
+    written by one set-based statement: DuckDB scans the Arrow table in place, PostgreSQL gets a
+    temporary table shaped like `like` (dropped at commit)."""
+    if conn.dialect.name != "duckdb":
+        conn.execute(sa.text(f"create temporary table {name} (like {like}) on commit drop"))
+        insert_arrow(conn, None, name, data)
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    raw.register(name, _microseconds(data))
+    try:
+        yield
+    finally:
+        raw.unregister(name)
 
 
 def _copy_in(raw, target: str, columns: str, data: pa.Table) -> None:

@@ -247,3 +247,27 @@ def test_the_identity_rules_agree_with_the_reference(logs):
     for day in SIX:
         assert got[day] == sorted((d.message.message_id, d.outcome)
                                   for d in expected[day].starts), day
+
+
+def test_conflicts_are_recorded_once_from_the_first_run_that_found_them(injected, tmp_path,
+                                                                         warehouse_url):
+    """The conflicting copies a run found go into identity_conflicts in one set-based statement,
+    per id and partition; a later run of the same day finds them again and changes nothing."""
+    import sqlalchemy as sa
+
+    source, cases = injected
+    settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
+                                warehouse_url=warehouse_url)
+    first = sequence.run_day(settings, DAYS[2])["run_id"]
+    again = sequence.run_day(settings, DAYS[2])["run_id"]
+    engine = sa.create_engine(warehouse_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "select message_id, partition_date, found_for, found_by_run"
+            " from billing.identity_conflicts order by 1, 2")).all()
+    engine.dispose()
+    conflicting = cases["conflict_start"].message_id
+    assert [(str(p), str(f)) for m, p, f, _ in rows if m == conflicting] == [
+        (str(DAYS[1]), str(DAYS[2])), (str(DAYS[2]), str(DAYS[2]))]  # both copies' partitions
+    assert {r for *_, r in rows} == {first} and first != again
+    assert len(rows) == len({(m, p) for m, p, _, _ in rows})
