@@ -18,6 +18,7 @@ from billing_jobs.landing import CONFLICTING_DUPLICATE, quarantine_rows
 from billing_jobs.tables import distinct_sorted, take_rows
 
 IDENTITY = ("customer_id", "line_id", "contact_id", "direction", "message_type", "sent_at")
+TABLE_SIZE = 1 << 22  # _maybe_repeated's filter: 4 MiB, few false candidates below ~1M repeats
 
 
 @dataclass
@@ -53,10 +54,19 @@ def _maybe_repeated(hashes: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     ordered = np.sort(hashes)
     twice = distinct_sorted(ordered[1:][ordered[1:] == ordered[:-1]])
+    out = np.zeros(len(hashes), dtype=bool)
     if not len(twice):
-        return np.zeros(len(hashes), dtype=bool)
-    pos = np.minimum(np.searchsorted(twice, hashes), len(twice) - 1)
-    return twice[pos] == hashes
+        return out
+    # a table of the repeated hashes' low bits rules out most rows in one pass; only the few
+    # left are looked up exactly (a binary search of every row took twice as long)
+    low = np.uint64(TABLE_SIZE - 1)
+    table = np.zeros(TABLE_SIZE, dtype=bool)
+    table[(twice & low).astype(np.intp)] = True
+    maybe = np.flatnonzero(table[(hashes & low).astype(np.intp)])
+    candidates = hashes[maybe]
+    pos = np.minimum(np.searchsorted(twice, candidates), len(twice) - 1)
+    out[maybe] = twice[pos] == candidates
+    return out
 
 
 def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None) -> Deduplicated:
