@@ -147,17 +147,21 @@ TEXT_BYTES_PER_ROW = 80  # a short CSV row; JSONL rows are longer, so this errs 
 def estimated_rows(files: list[Path]) -> int:
     """Rows in `files` without reading them: parquet footers say; CSV and JSONL are estimated from
     their size (generously: too many shards cost time, too few cost memory)."""
+    return sum(estimated_rows_each(files))
+
+
+def estimated_rows_each(files: list[Path]) -> list[int]:
     import pyarrow.parquet as pq
 
-    rows = 0
+    rows = []
     for path in files:
         try:
             if path.suffix == ".parquet":
                 where = arrow_source(path)
-                rows += pq.read_metadata(where["source"],
-                                         filesystem=where.get("filesystem")).num_rows
+                rows.append(pq.read_metadata(where["source"],
+                                             filesystem=where.get("filesystem")).num_rows)
             else:
-                rows += path.stat().st_size // TEXT_BYTES_PER_ROW + 1
+                rows.append(path.stat().st_size // TEXT_BYTES_PER_ROW + 1)
         except (pa.ArrowException, OSError) as exc:
             raise _unreadable(path, exc) from exc
     return rows
@@ -242,7 +246,7 @@ def _read_csv(path: Path, columns: tuple[str, ...], dictionary: tuple[str, ...])
             raise
         malformed.clear()
         table = _decoded(read(lambda c: pa.binary()))
-    return _with_malformed(table, malformed)
+    return with_malformed(table, malformed)
 
 
 def _read_jsonl_row_by_row(path: Path, columns: tuple[str, ...]) -> pa.Table:
@@ -265,7 +269,7 @@ def _read_jsonl_row_by_row(path: Path, columns: tuple[str, ...]) -> pa.Table:
             rows.append({c: _as_text(value.get(c)) for c in columns})
             numbers.append(number)
     table = pa.table({c: pa.array([r[c] for r in rows], pa.string()) for c in columns})
-    return _with_malformed(table, malformed, numbers)
+    return with_malformed(table, malformed, numbers)
 
 
 def _as_text(value) -> str | None:
@@ -303,7 +307,7 @@ INVALID_ENCODING = "__invalid_encoding"
 MALFORMED = "__malformed_rows"  # schema metadata: line numbers of rows that are no row at all
 
 
-def _with_malformed(table: pa.Table, malformed: list[int], numbers: list[int] | None = None
+def with_malformed(table: pa.Table, malformed: list[int], numbers: list[int] | None = None
                     ) -> pa.Table:
     """Carry the malformed rows' line numbers (and, when rows were skipped, every kept row's own
     line number) beside the table, for `validate` to quarantine and number them."""
@@ -452,10 +456,10 @@ def validate(
     `lines` maps line_id -> customer_id; without it the line checks are skipped (pure reconcile).
     `row_numbers` are the rows' 1-based positions in the file when `raw` holds only some of them.
     """
-    meta = raw.schema.metadata or {}
-    malformed = json.loads(meta.get(MALFORMED.encode(), b"[]"))
-    if row_numbers is None and b"__row_numbers" in meta:
-        row_numbers = np.array(json.loads(meta[b"__row_numbers"]), dtype=np.int64)
+    if row_numbers is None:
+        row_numbers, malformed = file_rows(raw)
+    else:
+        malformed = file_rows(raw)[1]
     if any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in raw.schema.types):
         raw = _decoded(raw)  # parquet may hold ids as bytes
     bad_encoding = (raw.column(INVALID_ENCODING).to_numpy(zero_copy_only=False)
@@ -463,8 +467,6 @@ def validate(
     if bad_encoding is not None:
         raw = raw.drop_columns([INVALID_ENCODING])
     n = raw.num_rows
-    if row_numbers is None:
-        row_numbers = _row_numbers(n, malformed)
     cols = {c: _column(raw, c) for c in CONTRACT_COLUMNS if c != "sent_at"}
     sent_at, bad_time = parse_sent_at(raw)
     reason = np.zeros(n, dtype=np.int16)  # 0 = valid, k = REASONS[k - 1]
@@ -529,6 +531,16 @@ def validate(
         quarantined = pa.concat_tables([quarantined, quarantine_rows(
             lines, source_file, malformed, ["malformed_row"] * len(malformed))])
     return valid, quarantined
+
+
+def file_rows(raw: pa.Table) -> tuple[np.ndarray, list[int]]:
+    """The 1-based number in its file of every row read, and those of the malformed lines, which
+    are no row at all (read_raw keeps both beside the table)."""
+    meta = raw.schema.metadata or {}
+    malformed = json.loads(meta.get(MALFORMED.encode(), b"[]"))
+    if b"__row_numbers" in meta:
+        return np.array(json.loads(meta[b"__row_numbers"]), dtype=np.int64), malformed
+    return _row_numbers(raw.num_rows, malformed), malformed
 
 
 def _row_numbers(n: int, malformed: list[int]) -> np.ndarray:

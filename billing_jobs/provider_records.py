@@ -33,9 +33,9 @@ from billing_jobs.landing import (
     _is_message_id,
     _is_phone_number,
     _mask,
-    _row_numbers,
     _storable_id,
     canonical_contacts,
+    file_rows,
     location,
     parse_sent_at,
     quarantine_rows,
@@ -117,10 +117,7 @@ def read(source: str | Path, days: list[dt.date], lines: set[str]) -> ProviderBa
 def validate(raw: pa.Table, source_file: str, partition_date: dt.date | None,
              lines: set[str] | None) -> tuple[pa.Table, pa.Table]:
     """Valid provider rows (VALID_SCHEMA) and the others with the first failed check."""
-    meta = raw.schema.metadata or {}
-    malformed = json.loads(meta.get(MALFORMED.encode(), b"[]"))
-    numbers = (np.array(json.loads(meta[b"__row_numbers"]), dtype=np.int64)
-               if b"__row_numbers" in meta else None)
+    numbers, malformed = file_rows(raw)
     if any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in raw.schema.types):
         raw = _decoded(raw)
     bad_encoding = None
@@ -128,7 +125,6 @@ def validate(raw: pa.Table, source_file: str, partition_date: dt.date | None,
         bad_encoding = raw.column(INVALID_ENCODING).to_numpy(zero_copy_only=False)
         raw = raw.drop_columns([INVALID_ENCODING])
     n = raw.num_rows
-    numbers = _row_numbers(n, malformed) if numbers is None else numbers
     cols = {c: _text(raw, c) for c in COLUMNS if c != "opened_at"}
     opened_at, bad_time = parse_sent_at(raw, "opened_at")
     reason = np.zeros(n, dtype=np.int16)

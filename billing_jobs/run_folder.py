@@ -9,7 +9,7 @@ combine) gets a local path or a local copy from here.
 
     <staging>/<day>/<run_id>/
         plan.json                  Plan: the run, the files it reads, their fingerprints, shards
-        split/<k>/<i>.parquet      shard k's rows of the plan's file i (removed by combine)
+        split/<k>/<i>.arrow        shard k's rows of the plan's file i (removed by combine)
         split/done/<i>             file i is split
         shards/<k>/                shard k's tables, ids.npy (its id hashes), shard.json
         <table>.parquet            the combined run, as published
@@ -70,6 +70,8 @@ class Plan:
     shards: int
     # ids with a conflicting copy found by another day's run: id -> partitions (identity.py)
     conflicts: dict[str, list[str]] = field(default_factory=dict)
+    # the file numbers each split task reads, dealt out by size (empty: file i to task i mod N)
+    split_parts: list[list[int]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return _to_json(self)
@@ -148,6 +150,26 @@ class RunFolder:
         where = arrow_source(path)
         return pq.read_table(where["source"], columns=columns, filesystem=where.get("filesystem"))
 
+    def write_piece(self, path, table: pa.Table) -> None:
+        """A split piece: Arrow IPC with LZ4, five times faster to write than parquet and read
+        back at once. It lives only until the run is combined."""
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            aside = path.with_suffix(".tmp")
+            with pa.OSFile(str(aside), "wb") as sink, \
+                    pa.ipc.new_file(sink, table.schema, options=options) as writer:
+                writer.write_table(table)
+            aside.rename(path)
+        else:
+            with path.open("wb") as sink, \
+                    pa.ipc.new_file(sink, table.schema, options=options) as writer:
+                writer.write_table(table)
+
+    def read_piece(self, path) -> pa.Table:
+        with (pa.OSFile(str(path)) if isinstance(path, Path) else path.open("rb")) as source:
+            return pa.ipc.open_file(source).read_all()
+
     def save_array(self, path, array: np.ndarray) -> None:
         if isinstance(path, Path):
             np.save(path, array)
@@ -183,7 +205,7 @@ class RunFolder:
     # split pieces ---------------------------------------------------------------------------
 
     def piece(self, shard: int, i: int):
-        return self.path / "split" / str(shard) / f"{i}.parquet"
+        return self.path / "split" / str(shard) / f"{i}.arrow"
 
     def mark_split(self, i: int) -> None:
         marker = self.path / "split" / "done" / str(i)

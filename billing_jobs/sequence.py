@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from billing_jobs import audit_inputs, auditor, warehouse, window
+from billing_jobs import auditor, landing, warehouse, window
 from billing_jobs import publish as publishing
 from billing_jobs import shards as sharding
 from billing_jobs.config import Settings
@@ -45,7 +45,8 @@ def plan(settings: Settings, day: dt.date, shards: int | None = None,
     started = dt.datetime.now(dt.timezone.utc)
     source = window.require_partition(settings.source, day)
     files, partitions = window.files_and_fingerprints(source, day)
-    count = shards or window.shards_for(files, settings.rows_per_shard)
+    rows = landing.estimated_rows_each(files)
+    count = shards or window.shards_for(sum(rows), settings.rows_per_shard)
     conflicts: dict[str, list[str]] = {}
     for row in warehouse.read_job_query(
             settings.warehouse_url, settings.schema, settings.lock_wait_s,
@@ -56,7 +57,8 @@ def plan(settings: Settings, day: dt.date, shards: int | None = None,
     return RunFolder.create(settings.staging, Plan(
         run_id=run_id or new_run_id(day, started), billing_date=day, started_at=started,
         source=str(source), reference=str(settings.reference), partitions=partitions,
-        files=[str(f) for f in files], shards=count, conflicts=conflicts))
+        files=[str(f) for f in files], shards=count, conflicts=conflicts,
+        split_parts=sharding.deal(rows, count) if count > 1 else []))
 
 
 def split(settings: Settings, folder: RunFolder, part: int) -> list[int]:
@@ -78,6 +80,9 @@ def _billed(settings: Settings):
 
 
 def audit(settings: Settings, folder: RunFolder) -> None:
+    # pandas and the audit's inputs only here: the split and shard tasks never pay for them
+    from billing_jobs import audit_inputs
+
     # in GX's warm process if any
     auditor.run(audit_inputs.audit_run, folder, settings.suites, settings.gx_project)
     release_memory()

@@ -30,7 +30,7 @@ from billing_jobs.day import Clock, compute
 from billing_jobs.errors import RunError
 from billing_jobs.reference_data import load_reference
 from billing_jobs.run_folder import RunFolder, StagedRun
-from billing_jobs.tables import distinct_sorted, release_memory, take_rows
+from billing_jobs.tables import distinct_sorted, release_memory
 from billing_jobs.window import partitions_read as window_of
 
 SHARD_TABLES = ("conversation_starts", "session_anomalies", "quarantined_messages",
@@ -46,38 +46,64 @@ def shard_of(line_id: str | None, shards: int) -> int:
 
 def split(folder: RunFolder, part: int) -> list[int]:
     """Split task `part` (of as many as there are shards): reads each of its files of the plan
-    (file i goes to task i mod N) once, whole, and writes the rows of every shard to
-    `split/<k>/<i>.parquet` with their 1-based row numbers in the file. Each shard then reads only
-    its own rows, so the work grows with the day, not with the day times the number of shards.
-    With one shard nothing is split. Returns the file numbers split."""
+    (`plan.split_parts`: the files dealt out by size, so the tasks take about as long) once,
+    whole, and writes the rows of every shard to `split/<k>/<i>.arrow` with their 1-based row
+    numbers in the file. Each shard then reads only its own rows, so the work grows with the day,
+    not with the day times the number of shards. With one shard nothing is split. Returns the file
+    numbers split."""
     plan = folder.plan
     if plan.shards == 1:
         return []
-    done = []
-    for i, name in enumerate(plan.files):
-        if i % plan.shards == part:
-            _split_file(landing.location(name), i, folder, plan.shards)
-            done.append(i)
-    return done
+    mine = (plan.split_parts[part] if plan.split_parts
+            else [i for i in range(len(plan.files)) if i % plan.shards == part])
+    for i in mine:
+        _split_file(landing.location(plan.files[i]), i, folder, plan.shards)
+    return list(mine)
+
+
+def deal(rows: list[int], parts: int) -> list[list[int]]:
+    """File numbers dealt out to `parts` split tasks, largest file first to the least loaded task
+    (rows: each file's estimated rows), each task's files in file order."""
+    loads, dealt = [0] * parts, [[] for _ in range(parts)]
+    for i in sorted(range(len(rows)), key=lambda i: (-rows[i], i)):
+        least = min(range(parts), key=lambda k: (loads[k], k))
+        loads[least] += rows[i]
+        dealt[least].append(i)
+    return [sorted(files) for files in dealt]
 
 
 def _split_file(path, i: int, folder: RunFolder, shards: int) -> None:
+    """One file's rows by shard: one gather of the whole file in shard order, then a slice per
+    shard (a gather per shard cost four times as much). The malformed lines, which are no row of
+    any line, go with shard 0's piece, where a missing line is quarantined too."""
     raw = landing.read_raw(path)
-    if "line_id" in raw.column_names:
-        lines = pc.dictionary_encode(raw.column("line_id").cast(pa.string())).combine_chunks()
-        per_value = np.array([shard_of(v, shards) for v in lines.dictionary.to_pylist()] + [0],
-                             dtype=np.int32)
-        codes = pc.fill_null(lines.indices, len(per_value) - 1).to_numpy(zero_copy_only=False)
-        assigned = per_value[codes]  # a row without a line: shard 0, where it is quarantined
-    else:  # no line_id at all: every row is quarantined, in shard 0
-        assigned = np.zeros(raw.num_rows, dtype=np.int32)
+    numbers, malformed = landing.file_rows(raw)
+    assigned = _shards_of(raw, shards)
     order = np.argsort(assigned, kind="stable")  # by shard, rows ascending within each
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(assigned, minlength=shards))])
-    for k in np.flatnonzero(np.diff(bounds)):
-        rows = order[bounds[k]:bounds[k + 1]]
-        piece = take_rows(raw, rows).append_column(ROW, pa.array(rows + 1, pa.int64()))
-        folder.write_table(folder.piece(int(k), i), piece)  # never half a piece
+    sizes = np.bincount(assigned, minlength=shards)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    ordered = (raw.replace_schema_metadata(None).combine_chunks().take(pa.array(order))
+               .append_column(ROW, pa.array(numbers[order], pa.int64())))
+    del raw
+    for k in range(shards):
+        if sizes[k] or (k == 0 and malformed):
+            piece = ordered.slice(starts[k], sizes[k])
+            if k == 0 and malformed:
+                piece = landing.with_malformed(piece, malformed)
+            folder.write_piece(folder.piece(k, i), piece)  # never half a piece
     folder.mark_split(i)
+
+
+def _shards_of(raw: pa.Table, shards: int) -> np.ndarray:
+    """Each row's shard, computed once per distinct line; a row without a line goes to shard 0,
+    where it is quarantined (and so does every row of a file without a line_id column)."""
+    if "line_id" not in raw.column_names:
+        return np.zeros(raw.num_rows, dtype=np.int32)
+    lines = pc.dictionary_encode(raw.column("line_id").cast(pa.string())).combine_chunks()
+    per_value = np.array([shard_of(v, shards) for v in lines.dictionary.to_pylist()] + [0],
+                         dtype=np.int32)
+    codes = pc.fill_null(lines.indices, len(per_value) - 1).to_numpy(zero_copy_only=False)
+    return per_value[codes]
 
 
 def read_piece(folder: RunFolder, shard: int, i: int) -> tuple[pa.Table, np.ndarray] | None:
@@ -85,7 +111,7 @@ def read_piece(folder: RunFolder, shard: int, i: int) -> tuple[pa.Table, np.ndar
     path = folder.piece(shard, i)
     if not path.exists():
         return None
-    piece = folder.read_table(path)
+    piece = folder.read_piece(path)
     numbers = piece.column(ROW).to_numpy()
     return piece.drop_columns([ROW]), numbers
 

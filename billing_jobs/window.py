@@ -57,7 +57,8 @@ def files_and_fingerprints(source: Path, day: dt.date
     return files, partitions
 
 
-def shards_for(files: list[Path], rows_per_shard: float) -> int:
-    """One shard per `rows_per_shard` rows of the window: what a shard holds in memory is its
-    share of the whole window, not of D alone (a steady 100M-message day reads 300M rows)."""
-    return max(1, math.ceil(landing.estimated_rows(files) / rows_per_shard))
+def shards_for(rows: int, rows_per_shard: float) -> int:
+    """One shard per `rows_per_shard` rows of the window (landing.estimated_rows): what a shard
+    holds in memory is its share of the whole window, not of D alone (a steady 100M-message day
+    reads 300M rows)."""
+    return max(1, math.ceil(rows / rows_per_shard))

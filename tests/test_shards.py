@@ -35,6 +35,14 @@ def landing(tmp_path_factory):
     (day / "odd.jsonl").write_text(
         json.dumps({**base, "message_id": "no-line"}) + "\n"
         + json.dumps({**base, "message_id": "unknown-line", "line_id": "L9999"}) + "\n")
+    # a malformed line (a cell too many) between rows of three lines: it is quarantined once, and
+    # the rows after it keep their own numbers in every shard (csv-after: an unknown line)
+    csv_rows = [("csv-before", "L0011"), None, ("csv-after", "L9998"), ("csv-late", "L0421")]
+    header = "message_id,customer_id,line_id,contact_id,direction,message_type,sent_at,status\n"
+    lines = [f"{m},C001,{line},+4915100000002,inbound,session,{base['sent_at']},\n" if m else
+             f"cut,C001,L0011,+4915100000002,inbound,session,{base['sent_at']},read,extra\n"
+             for m, line in (r or (None, None) for r in csv_rows)]
+    (day / "odd.csv").write_text(header + "".join(lines))
     return root
 
 
@@ -66,6 +74,8 @@ def test_any_number_of_shards_publishes_the_same_day(landing, tmp_path, shards):
         sequence.run_day(settings, day, shards=n)
         results[n] = published(settings.warehouse_url, day)
     assert results[1]["invoice_lines"] and results[1]["quarantined_messages"]
+    reasons = {(r[1], r[2], r[5]) for r in results[1]["quarantined_messages"]}
+    assert {(None, "malformed_row", 2), ("csv-after", "unknown_line", 3)} <= reasons
     assert results[shards] == results[1]
 
 
@@ -183,9 +193,12 @@ def test_without_a_shard_count_a_day_gets_one_per_rows_per_shard_of_its_window(l
                                 rows_per_shard="5000")
     expected = -(-window // 5000)
     assert expected > 1
-    assert windows.shards_for(windows.listing(landing, day), settings.rows_per_shard) == expected
+    assert windows.shards_for(window, settings.rows_per_shard) == expected
     folder = sequence.plan(settings, day, shards=None)
     assert folder.plan.shards == expected
+    # every file of the window is split by exactly one split task
+    assert sorted(i for part in folder.plan.split_parts for i in part) == list(
+        range(len(folder.plan.files)))
     auto = sequence.run_day(settings, day)
     one = sequence.run_day(dataclasses.replace(settings, rows_per_shard=1e9,
                                                warehouse_url=f"duckdb:///{tmp_path}/one.duckdb"),
@@ -193,3 +206,15 @@ def test_without_a_shard_count_a_day_gets_one_per_rows_per_shard_of_its_window(l
     assert published(settings.warehouse_url, day) == published(
         f"duckdb:///{tmp_path}/one.duckdb", day)
     assert (auto["starts_on_day"], auto["amount"]) == (one["starts_on_day"], one["amount"])
+
+
+def test_split_tasks_get_files_dealt_out_by_size():
+    """The nightly day's big files go one to a task, not wherever their number falls (file i to
+    task i mod N put two of three big files on one task)."""
+    from billing_jobs.shards import deal
+
+    rows = [4_000_000, 300_000, 20, 4_000_000, 10, 4_000_000, 5]
+    parts = deal(rows, 3)
+    assert sorted(i for part in parts for i in part) == list(range(len(rows)))
+    assert sorted(sum(rows[i] for i in part) // 1_000_000 for part in parts) == [4, 4, 4]
+    assert deal(rows, 3) == parts  # the same plan on every worker
