@@ -185,8 +185,9 @@ def measure_sharded(messages_dir: Path, rows_per_shard: int, parallel: int) -> d
 
     started = time.perf_counter()
     folder = run("plan", day)["value"]
-    shards = json.loads((Path(folder) / "plan.json").read_text())["shards"]
-    mapped("split", folder, shards)
+    plan = json.loads((Path(folder) / "plan.json").read_text())
+    shards = plan["shards"]
+    mapped("split", folder, len(plan["split_parts"]) or shards)
     mapped("write_shard", folder, shards)
     run("combine", folder)
     run("audit", folder)

@@ -155,6 +155,11 @@ def shard_numbers(folder: str) -> list[int]:
         return list(range(_folder(folder).plan.shards))
 
 
+def split_numbers(folder: str) -> list[int]:
+    with step("split_numbers", _day_of(folder)):
+        return list(range(_folder(folder).plan.split_tasks))
+
+
 def split(folder: str, part: int) -> list[int]:
     from billing_jobs import sequence
 

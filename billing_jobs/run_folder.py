@@ -70,8 +70,14 @@ class Plan:
     shards: int
     # ids with a conflicting copy found by another day's run: id -> partitions (identity.py)
     conflicts: dict[str, list[str]] = field(default_factory=dict)
-    # the file numbers each split task reads, dealt out by size (empty: file i to task i mod N)
+    # the file numbers each split task reads, dealt out by size (shards.split_tasks; empty in
+    # an unsharded plan, and in plans written before: file i to task i mod N)
     split_parts: list[list[int]] = field(default_factory=list)
+
+    @property
+    def split_tasks(self) -> int:
+        """How many split tasks this plan maps (one that does nothing when nothing is split)."""
+        return len(self.split_parts) if self.split_parts else self.shards
 
     def to_json(self) -> str:
         return _to_json(self)

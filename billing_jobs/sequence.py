@@ -58,7 +58,7 @@ def plan(settings: Settings, day: dt.date, shards: int | None = None,
         run_id=run_id or new_run_id(day, started), billing_date=day, started_at=started,
         source=str(source), reference=str(settings.reference), partitions=partitions,
         files=[str(f) for f in files], shards=count, conflicts=conflicts,
-        split_parts=sharding.deal(rows, count) if count > 1 else []))
+        split_parts=sharding.split_tasks(rows, count, settings.rows_per_shard)))
 
 
 def split(settings: Settings, folder: RunFolder, part: int) -> list[int]:
@@ -103,13 +103,12 @@ def run_day(settings: Settings, day: dt.date, dry_run: bool = False,
         check(settings)
         folder = plan(settings, day, shards, run_id)
         clock.lap("plan")
-        count = folder.plan.shards
         step = "split"
-        for part in range(count):
+        for part in range(folder.plan.split_tasks):
             split(settings, folder, part)
         clock.lap("split")
         step = "write_shard"
-        for shard in range(count):
+        for shard in range(folder.plan.shards):
             write_shard(settings, folder, shard)
         clock.lap("write_shard")
         step = "combine"

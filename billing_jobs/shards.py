@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -44,18 +45,33 @@ def shard_of(line_id: str | None, shards: int) -> int:
     return 0 if line_id is None else zlib.crc32(line_id.encode()) % shards
 
 
+# A split task reads about this many shards' worth of rows: splitting a row costs a fraction of
+# computing it, so fewer split tasks than shards pay fewer process starts (~2 s each).
+SPLIT_SHARDS_PER_TASK = 2
+
+
+def split_tasks(rows: list[int], shards: int, rows_per_shard: float) -> list[list[int]]:
+    """The files each split task reads (file numbers), for files of `rows` estimated rows: one
+    task per SPLIT_SHARDS_PER_TASK shards' rows, never more tasks than files or shards."""
+    if shards == 1:
+        return []
+    wanted = math.ceil(sum(rows) / (SPLIT_SHARDS_PER_TASK * rows_per_shard))
+    return deal(rows, max(1, min(wanted, shards, len(rows))))
+
+
 def split(folder: RunFolder, part: int) -> list[int]:
-    """Split task `part` (of as many as there are shards): reads each of its files of the plan
-    (`plan.split_parts`: the files dealt out by size, so the tasks take about as long) once,
-    whole, and writes the rows of every shard to `split/<k>/<i>.arrow` with their 1-based row
+    """Split task `part`: reads each of its files of the plan (`plan.split_parts`: the files
+    dealt out by size, so the tasks take about as long) once, whole, and writes the rows of every shard to `split/<k>/<i>.arrow` with their 1-based row
     numbers in the file. Each shard then reads only its own rows, so the work grows with the day,
     not with the day times the number of shards. With one shard nothing is split. Returns the file
     numbers split."""
     plan = folder.plan
     if plan.shards == 1:
         return []
-    mine = (plan.split_parts[part] if plan.split_parts
-            else [i for i in range(len(plan.files)) if i % plan.shards == part])
+    if not plan.split_parts:  # a plan written before the files were dealt out
+        mine = [i for i in range(len(plan.files)) if i % plan.shards == part]
+    else:
+        mine = plan.split_parts[part] if part < len(plan.split_parts) else []
     for i in mine:
         _split_file(landing.location(plan.files[i]), i, folder, plan.shards)
     return list(mine)

@@ -4,8 +4,8 @@
 Bills one UTC day of WhatsApp conversation starts per run: waits for the day's `_SUCCESS` marker
 in the landing zone, then **writes** (reconcile and price D from partitions D-2..D into a staged
 run, in shards by line: mapped tasks that executors spread over workers; each file of the window
-is split once by shard, each shard computed alone, then combined; the `shards` param, or one
-per 4M rows of the window), **audits** (Great Expectations; a failure stops here and names the
+is split once by shard, by one split task per two shards' rows, each shard computed alone, then
+combined; the `shards` param, or one per 4M rows of the window), **audits** (Great Expectations; a failure stops here and names the
 expectation) and **publishes** (replaces D's rows in the warehouse in one transaction). A
 nightly run then **restates** published days of the last `restate_days` whose inputs changed
 (late files) and **prunes** staged runs older than `BILLING_STAGING_KEEP_DAYS` (14).
@@ -107,6 +107,12 @@ def billing_daily():
 
         return shard_numbers(folder)
 
+    @task
+    def split_numbers(folder: str) -> list[int]:
+        from billing_jobs.orchestration import split_numbers
+
+        return split_numbers(folder)
+
     @task(map_index_template="{{ label }}")
     def split(folder: str, part: int) -> list[int]:
         from billing_jobs.orchestration import split
@@ -170,9 +176,8 @@ def billing_daily():
 
     day = wait_for_partition(billing_date())
     folder = plan(day)
-    numbers = shard_numbers(folder)
-    pieces = split.partial(folder=folder).expand(part=numbers)
-    written = write_shard.partial(folder=folder).expand(shard=numbers)
+    pieces = split.partial(folder=folder).expand(part=split_numbers(folder))
+    written = write_shard.partial(folder=folder).expand(shard=shard_numbers(folder))
     combined = combine(folder)
     pieces >> written >> combined
     published = publish(audit(combined))

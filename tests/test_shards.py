@@ -196,9 +196,10 @@ def test_without_a_shard_count_a_day_gets_one_per_rows_per_shard_of_its_window(l
     assert windows.shards_for(window, settings.rows_per_shard) == expected
     folder = sequence.plan(settings, day, shards=None)
     assert folder.plan.shards == expected
-    # every file of the window is split by exactly one split task
+    # every file of the window is split by exactly one split task, of one per two shards' rows
     assert sorted(i for part in folder.plan.split_parts for i in part) == list(
         range(len(folder.plan.files)))
+    assert folder.plan.split_tasks == len(folder.plan.split_parts) == -(-window // 10_000)
     auto = sequence.run_day(settings, day)
     one = sequence.run_day(dataclasses.replace(settings, rows_per_shard=1e9,
                                                warehouse_url=f"duckdb:///{tmp_path}/one.duckdb"),
