@@ -11,11 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_jobs import identity, landing
+from billing_jobs import dedupe, identity, landing
 from billing_jobs.pricing import price_starts
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
 from billing_jobs.reconcile import reconcile
 from billing_jobs.reference_data import Reference
+from billing_jobs.tables import dictionary_codes, distinct_sorted, take_column
 
 STARTS_COLUMNS = ["message_id", "billing_date", "customer_id", "line_id", "contact_key", "country",
                   "conversation_type", "started_at", "unit_price", "currency", "rate_row"]
@@ -78,39 +79,69 @@ def on_day(instants: pa.ChunkedArray, day: dt.date) -> pa.ChunkedArray:
                     pa.scalar(day, pa.date32()))
 
 
+PROFILE_GROUPS = ("direction", "message_type", "status")
+REQUIRED = ("message_id", "customer_id", "line_id", "contact_id", "direction", "message_type",
+            "sent_at", "status")
+
+
 def accepted_profile(result) -> pa.Table:
     """What the audit checks about accepted messages, independently of the deduplication: rows
-    per (direction, type, status), how many distinct message ids, how many missing values."""
-    import duckdb
-
+    per (direction, type, status), how many distinct message ids, how many missing values.
+    Counted on dictionary codes and id hashes (an SQL group-by and count(distinct) of the same,
+    kept in the tests as the definition, took a tenth of a shard's time)."""
     table = result.deduplicated.table
-    kept = np.zeros(table.num_rows, dtype=bool)
-    kept[result.deduplicated.rows] = True
-    accepted = table.select(["message_id", "customer_id", "line_id", "contact_id", "direction",
-                             "message_type", "sent_at", "status"]).append_column(
-        "kept", pa.array(kept))
-    with duckdb.connect() as con:
-        con.register("accepted", accepted)
-        profile = con.sql("""
-            select
-                cast(direction as varchar) as direction,
-                cast(message_type as varchar) as message_type,
-                cast(status as varchar) as status,
-                count(*) as messages
-            from accepted where kept group by all order by all
-        """).to_arrow_table() if kept.any() else PROFILE_SCHEMA.empty_table()
-        totals = con.sql("""
-            select count(*) as rows, count(distinct message_id) as distinct_message_ids,
-                count(*) filter (where message_id is null or customer_id is null
-                    or line_id is null or contact_id is null or direction is null
-                    or message_type is null or sent_at is null or status is null)
-                    as missing_required_values
-            from accepted where kept
-        """).fetchall()[0]
-    if profile.num_rows == 0:  # keep one row so the totals are still checked
-        profile = pa.table({"direction": ["inbound"], "message_type": ["session"],
-                            "status": ["sent"], "messages": pa.array([0], pa.int64())})
-    n = profile.num_rows
-    for name, value in zip(("rows", "distinct_message_ids", "missing_required_values"), totals):
-        profile = profile.append_column(name, pa.array(np.full(n, value or 0), pa.int64()))
-    return profile
+    rows = np.asarray(result.deduplicated.rows, dtype=np.int64)
+    counts: dict[tuple, int] = {}
+    if len(rows):
+        keys, names = np.zeros(len(rows), dtype=np.int64), []
+        for column in PROFILE_GROUPS:
+            codes, values = dictionary_codes(table.column(column))
+            names.append([None, *values.to_pylist()])  # code -1 (null) reads slot 0
+            keys = keys * len(names[-1]) + codes[rows] + 1
+        tally = np.bincount(keys)
+        for key in np.flatnonzero(tally):
+            parts, rest = [], int(key)
+            for values in reversed(names):
+                rest, code = divmod(rest, len(values))
+                parts.append(values[code])
+            group = tuple(reversed(parts))
+            counts[group] = counts.get(group, 0) + int(tally[key])
+    profile = sorted(counts.items(), key=lambda item: [(v is None, v or "") for v in item[0]])
+    if not profile:  # keep one row so the totals are still checked
+        profile = [(("inbound", "session", "sent"), 0)]
+    totals = {"rows": len(rows),
+              "distinct_message_ids": _distinct(table.column("message_id"), rows),
+              "missing_required_values": _missing(table, rows)}
+    out = {name: [group[k] for group, _ in profile] for k, name in enumerate(PROFILE_GROUPS)}
+    out["messages"] = [n for _, n in profile]
+    out.update({name: [value] * len(profile) for name, value in totals.items()})
+    return pa.table(out, schema=PROFILE_SCHEMA.append(pa.field("rows", pa.int64()))
+                    .append(pa.field("distinct_message_ids", pa.int64()))
+                    .append(pa.field("missing_required_values", pa.int64())))
+
+
+def _distinct(ids: pa.ChunkedArray, rows: np.ndarray) -> int:
+    """count(distinct id) of the ids at `rows`, exactly: distinct 64-bit hashes, and ids compared
+    as text only where two rows share a hash."""
+    if ids.null_count:
+        rows = rows[~np.asarray(ids.is_null().to_numpy(zero_copy_only=False))[rows]]
+    hashes = dedupe.id_hashes(ids)[rows]
+    ordered = np.sort(hashes)
+    same = ordered[1:] == ordered[:-1]
+    distinct = len(ordered) - int(np.count_nonzero(same))
+    shared = distinct_sorted(ordered[1:][same])
+    if len(shared):
+        at = np.flatnonzero(np.isin(hashes, shared))
+        pairs = set(zip(hashes[at].tolist(), take_column(ids, rows[at]).to_pylist()))
+        distinct += len(pairs) - len(shared)  # each shared hash was counted once above
+    return distinct
+
+
+def _missing(table: pa.Table, rows: np.ndarray) -> int:
+    """Rows of `rows` with a null in any required column."""
+    missing = np.zeros(len(rows), dtype=bool)
+    for name in REQUIRED:
+        column = table.column(name)
+        if column.null_count:
+            missing |= np.asarray(column.is_null().to_numpy(zero_copy_only=False))[rows]
+    return int(np.count_nonzero(missing))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pyarrow as pa
 from hypothesis import given
@@ -41,3 +42,77 @@ def test_maybe_repeated_marks_exactly_the_hashes_that_occur_more_than_once(value
     hashes = np.array(values, dtype=np.uint64)
     counts = collections.Counter(values)
     assert _maybe_repeated(hashes).tolist() == [counts[v] > 1 for v in values]
+
+
+# the accepted-messages profile as it was first written, in SQL: the definition the numpy count
+# in day.accepted_profile must equal
+PROFILE_SQL = """
+    select cast(direction as varchar) as direction, cast(message_type as varchar) as message_type,
+        cast(status as varchar) as status, count(*) as messages
+    from accepted where kept group by all order by all
+"""
+TOTALS_SQL = """
+    select count(*), count(distinct message_id), count(*) filter (where message_id is null
+        or customer_id is null or line_id is null or contact_id is null or direction is null
+        or message_type is null or sent_at is null or status is null)
+    from accepted where kept
+"""
+_VALUE = st.one_of(st.none(), st.sampled_from(["inbound", "outbound", "read", "sent", "é"]))
+_ROW = st.tuples(st.one_of(st.none(), st.sampled_from(["m1", "m2", "m3", "m\x00", ""])),
+                 _VALUE, _VALUE, _VALUE, st.booleans(), st.booleans())
+
+
+@given(st.lists(_ROW, max_size=60), st.integers(1, 3))
+def test_the_accepted_profile_equals_its_sql_definition(rows, chunks):
+    import duckdb
+    import numpy as np
+
+    from billing_jobs.day import accepted_profile
+
+    def column(values, dictionary):
+        cut = [len(values) * k // chunks for k in range(chunks + 1)]
+        pieces = [pa.array(values[a:b], pa.string()) for a, b in itertools.pairwise(cut)]
+        if dictionary:  # each chunk its own dictionary, as files read one by one have
+            pieces = [p.dictionary_encode() for p in pieces]
+        return pa.chunked_array(pieces, pieces[0].type if pieces else pa.string())
+
+    table = pa.table({
+        "message_id": column([r[0] for r in rows], False),
+        "customer_id": column(["C1"] * len(rows), True),
+        "line_id": column([None if r[5] else "L1" for r in rows], True),
+        "contact_id": column(["1"] * len(rows), True),
+        "direction": column([r[1] for r in rows], True),
+        "message_type": column([r[2] for r in rows], True),
+        "sent_at": pa.array([dt.datetime(2026, 3, 1)] * len(rows), pa.timestamp("ns", "UTC")),
+        "status": column([r[3] for r in rows], True),
+    })
+    kept = np.array([r[4] for r in rows], dtype=bool)
+
+    class Result:
+        class deduplicated:  # stands in for dedupe.Deduplicated
+            pass
+
+    Result.deduplicated.table, Result.deduplicated.rows = table, np.flatnonzero(kept)
+    profile = accepted_profile(Result)
+    with duckdb.connect() as con:
+        con.register("accepted", table.append_column("kept", pa.array(kept)))
+        expected = con.sql(PROFILE_SQL).fetchall() or [("inbound", "session", "sent", 0)]
+        totals = con.sql(TOTALS_SQL).fetchall()[0]
+    assert profile.select(["direction", "message_type", "status", "messages"]).to_pylist() == [
+        dict(zip(("direction", "message_type", "status", "messages"), row)) for row in expected]
+    for name, value in zip(("rows", "distinct_message_ids", "missing_required_values"), totals):
+        assert profile.column(name).to_pylist() == [value] * profile.num_rows
+
+
+def test_distinct_ids_are_exact_when_hashes_collide(monkeypatch):
+    """Two different ids with one 64-bit hash still count as two (the hash is replaced by one
+    that collides on purpose: a real collision is one chance in 10^19 per pair)."""
+    import numpy as np
+
+    from billing_jobs import day
+
+    ids = pa.chunked_array([pa.array(["a", "b", "a", "cc", "dd", None])])
+    monkeypatch.setattr(day.dedupe, "id_hashes", lambda values: np.array(
+        [len(v or "") for v in values.to_pylist()], dtype=np.uint64))
+    assert day._distinct(ids, np.arange(6)) == 4
+    assert day._distinct(ids, np.array([0, 2, 5])) == 1
