@@ -106,12 +106,19 @@ def accepted_profile(result) -> pa.Table:
                 parts.append(values[code])
             group = tuple(reversed(parts))
             counts[group] = counts.get(group, 0) + int(tally[key])
-    profile = sorted(counts.items(), key=lambda item: [(v is None, v or "") for v in item[0]])
-    if not profile:  # keep one row so the totals are still checked
+    return profile_table(counts, {
+        "rows": len(rows), "distinct_message_ids": _distinct(table.column("message_id"), rows),
+        "missing_required_values": _missing(table, rows)})
+
+
+def profile_table(counts: dict[tuple, int], totals: dict[str, int]) -> pa.Table:
+    """The profile as staged: a row per (direction, type, status) that has messages, in order
+    (nulls last, as SQL's `order by all`), each with the day's totals; a day without any keeps
+    one row of zero messages so that the totals are still checked."""
+    profile = sorted(((group, n) for group, n in counts.items() if n > 0),
+                     key=lambda item: [(v is None, v or "") for v in item[0]])
+    if not profile:
         profile = [(("inbound", "session", "sent"), 0)]
-    totals = {"rows": len(rows),
-              "distinct_message_ids": _distinct(table.column("message_id"), rows),
-              "missing_required_values": _missing(table, rows)}
     out = {name: [group[k] for group, _ in profile] for k, name in enumerate(PROFILE_GROUPS)}
     out["messages"] = [n for _, n in profile]
     out.update({name: [value] * len(profile) for name, value in totals.items()})

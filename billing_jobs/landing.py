@@ -33,7 +33,7 @@ from billing_jobs.contract import (
     TIMESTAMP,
 )
 from billing_jobs.errors import LandingError, redact
-from billing_jobs.tables import constant_dictionary, take_rows
+from billing_jobs.tables import constant_dictionary, read_parquet, take_rows
 
 SUFFIXES = (".parquet", ".csv", ".jsonl")
 PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -187,8 +187,8 @@ def read_raw(path: Path, columns: tuple[str, ...] = CONTRACT_COLUMNS,
 
             where = arrow_source(path)
             names = pq.read_schema(where["source"], filesystem=where.get("filesystem")).names
-            table = pq.read_table(
-                **where,
+            table = read_parquet(
+                where["source"], filesystem=where.get("filesystem"),
                 columns=[c for c in columns if c in names],
                 read_dictionary=[c for c in dictionary if c in names],
             )

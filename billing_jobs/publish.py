@@ -13,7 +13,6 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from billing_jobs import invoicing, migrate, warehouse
 from billing_jobs.config import Settings
@@ -22,7 +21,7 @@ from billing_jobs.errors import MAX_REASON, BillingError, RunError, redact
 from billing_jobs.identity import CONFLICTING_DUPLICATE, partition_of
 from billing_jobs.reference_data import load_reference
 from billing_jobs.run_folder import RunFolder, StagedRun, code_version
-from billing_jobs.tables import constant
+from billing_jobs.tables import constant, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def publish(settings: Settings, folder: RunFolder) -> dict:
         warehouse.hold(conn, schema, warehouse.billing_date_lock(day))
         warehouse.store_reference(conn, schema, reference)
         adjustments = invoicing.book_adjustments(
-            conn, schema, day, lambda: pq.read_table(starts_path), run.run_id,
+            conn, schema, day, lambda: read_parquet(starts_path), run.run_id,
             f"{day} published again by run {run.run_id} (inputs {run.input_fingerprint[:12]})")
         warehouse.replace_day(conn, schema, day, tables)
         _record_conflicts(conn, schema, run, tables["quarantined_messages"])

@@ -39,7 +39,7 @@ from billing_jobs.contract import RULES_VERSION
 from billing_jobs.errors import RunError
 from billing_jobs.landing import arrow_source, location
 from billing_jobs.pricing import invoice_lines
-from billing_jobs.tables import constant
+from billing_jobs.tables import constant, read_parquet
 
 STAGED_TABLES = ("conversation_starts", "invoice_lines", "session_anomalies",
                  "quarantined_messages", "accepted_messages")
@@ -154,7 +154,7 @@ class RunFolder:
 
     def read_table(self, path, columns: list[str] | None = None) -> pa.Table:
         where = arrow_source(path)
-        return pq.read_table(where["source"], columns=columns, filesystem=where.get("filesystem"))
+        return read_parquet(where["source"], columns=columns, filesystem=where.get("filesystem"))
 
     def write_piece(self, path, table: pa.Table) -> None:
         """A split piece: Arrow IPC with LZ4, five times faster to write than parquet and read
