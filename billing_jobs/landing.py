@@ -573,7 +573,25 @@ def _is_message_id(values) -> pa.Array:
     """At most 255 characters and no control character (NUL included): what every backend can
     store and compare the same way."""
     short = pc.less_equal(pc.utf8_length(values), MAX_MESSAGE_ID)
+    if not _may_hold_control_characters(values):  # the usual case: no regex over every id
+        return short
     return pc.and_(short, pc.invert(pc.match_substring_regex(values, r"[[:cntrl:]]")))
+
+
+def _may_hold_control_characters(values) -> bool:
+    """False when no value of this text column holds a control character ([[:cntrl:]]: bytes
+    0x00-0x1F and 0x7F, which in UTF-8 only ever encode those characters), read from the raw
+    character bytes. True when one may (a slice's buffer can hold bytes of other values)."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    for chunk in chunks:
+        if not pa.types.is_string(chunk.type):
+            return True
+        data = chunk.buffers()[2]
+        if data is not None and data.size:
+            raw = np.frombuffer(data, dtype=np.uint8)
+            if ((raw < 0x20) | (raw == 0x7F)).any():
+                return True
+    return False
 
 
 def quarantine_rows(raw: pa.Table, source_file, source_rows, reasons: list[str]) -> pa.Table:

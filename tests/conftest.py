@@ -7,6 +7,13 @@ import os
 import uuid
 
 import pytest
+from hypothesis import settings
+
+# Property tests check results, not speed: on a busy 2-core machine an example that pays a lazy
+# import (pyarrow loads pandas on its first conversion of a Python value) took 284 ms and failed
+# Hypothesis' default 200 ms deadline. Speed lives in `make bench`.
+settings.register_profile("billing", deadline=None)
+settings.load_profile("billing")
 
 # The tests bill synthetic numbers with the public demo secret, PostgreSQL included; the product
 # refuses that outside tests (config.Settings.check_secret; tested in test_privacy.py).

@@ -116,3 +116,25 @@ def test_distinct_ids_are_exact_when_hashes_collide(monkeypatch):
         [len(v or "") for v in values.to_pylist()], dtype=np.uint64))
     assert day._distinct(ids, np.arange(6)) == 4
     assert day._distinct(ids, np.array([0, 2, 5])) == 1
+
+
+_ID_TEXT = st.text(alphabet=st.sampled_from(["a", "é", "\x00", "\x1f", "\x7f", "\x80", "🙂", "7"]),
+                   max_size=8)
+
+
+@given(st.lists(st.one_of(st.none(), _ID_TEXT), max_size=30), st.integers(0, 5),
+       st.integers(1, 3))
+def test_message_id_check_equals_the_regex_on_every_text(values, offset, chunks):
+    """The check reads raw bytes before it runs the regex; slices and chunks included."""
+    import pyarrow.compute as pc
+
+    from billing_jobs.landing import MAX_MESSAGE_ID, _is_message_id
+
+    array = pa.array(values, pa.string()).slice(min(offset, len(values)))
+    cut = [len(array) * k // chunks for k in range(chunks + 1)]
+    column = pa.chunked_array([array.slice(a, b - a) for a, b in itertools.pairwise(cut)],
+                              pa.string())
+    expected = pc.and_(pc.less_equal(pc.utf8_length(column), MAX_MESSAGE_ID),
+                       pc.invert(pc.match_substring_regex(column, r"[[:cntrl:]]")))
+    assert _is_message_id(column).to_pylist() == expected.to_pylist()
+    assert _is_message_id(array).to_pylist() == expected.to_pylist()
