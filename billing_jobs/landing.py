@@ -308,7 +308,7 @@ MALFORMED = "__malformed_rows"  # schema metadata: line numbers of rows that are
 
 
 def with_malformed(table: pa.Table, malformed: list[int], numbers: list[int] | None = None
-                    ) -> pa.Table:
+                   ) -> pa.Table:
     """Carry the malformed rows' line numbers (and, when rows were skipped, every kept row's own
     line number) beside the table, for `validate` to quarantine and number them."""
     meta = dict(table.schema.metadata or {})

@@ -61,10 +61,10 @@ def split_tasks(rows: list[int], shards: int, rows_per_shard: float) -> list[lis
 
 def split(folder: RunFolder, part: int) -> list[int]:
     """Split task `part`: reads each of its files of the plan (`plan.split_parts`: the files
-    dealt out by size, so the tasks take about as long) once, whole, and writes the rows of every shard to `split/<k>/<i>.arrow` with their 1-based row
-    numbers in the file. Each shard then reads only its own rows, so the work grows with the day,
-    not with the day times the number of shards. With one shard nothing is split. Returns the file
-    numbers split."""
+    dealt out by size, so the tasks take about as long) once, whole, and writes the rows of every
+    shard to `split/<k>/<i>.arrow` with their 1-based row numbers in the file. Each shard then
+    reads only its own rows, so the work grows with the day, not with the day times the number
+    of shards. With one shard nothing is split. Returns the file numbers split."""
     plan = folder.plan
     if plan.shards == 1:
         return []
