@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from billing_jobs.config import DEFAULTS
+from billing_jobs.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "var" / "bench"
@@ -185,9 +186,9 @@ def measure_sharded(messages_dir: Path, rows_per_shard: int, parallel: int) -> d
 
     started = time.perf_counter()
     folder = run("plan", day)["value"]
-    plan = json.loads((Path(folder) / "plan.json").read_text())
-    shards = plan["shards"]
-    mapped("split", folder, len(plan["split_parts"]) or shards)
+    plan = RunFolder(folder).plan
+    shards = plan.shards
+    mapped("split", folder, plan.split_tasks)
     mapped("write_shard", folder, shards)
     run("combine", folder)
     run("audit", folder)

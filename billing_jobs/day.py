@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_jobs import dedupe, identity, landing
+from billing_jobs import identity, landing
 from billing_jobs.pricing import price_starts
 from billing_jobs.pseudonym import contact_keys, pseudonymised_records
 from billing_jobs.reconcile import reconcile
@@ -89,8 +89,8 @@ def accepted_profile(result) -> pa.Table:
     per (direction, type, status), how many distinct message ids, how many missing values.
     Counted on dictionary codes and id hashes (an SQL group-by and count(distinct) of the same,
     kept in the tests as the definition, took a tenth of a shard's time)."""
-    table = result.deduplicated.table
-    rows = np.asarray(result.deduplicated.rows, dtype=np.int64)
+    deduped = result.deduplicated
+    table, rows = deduped.table, np.asarray(deduped.rows, dtype=np.int64)
     counts: dict[tuple, int] = {}
     if len(rows):
         keys, names = np.zeros(len(rows), dtype=np.int64), []
@@ -107,7 +107,8 @@ def accepted_profile(result) -> pa.Table:
             group = tuple(reversed(parts))
             counts[group] = counts.get(group, 0) + int(tally[key])
     return profile_table(counts, {
-        "rows": len(rows), "distinct_message_ids": _distinct(table.column("message_id"), rows),
+        "rows": len(rows),
+        "distinct_message_ids": _distinct(table.column("message_id"), deduped.hashes, rows),
         "missing_required_values": _missing(table, rows)})
 
 
@@ -127,12 +128,13 @@ def profile_table(counts: dict[tuple, int], totals: dict[str, int]) -> pa.Table:
                     .append(pa.field("missing_required_values", pa.int64())))
 
 
-def _distinct(ids: pa.ChunkedArray, rows: np.ndarray) -> int:
-    """count(distinct id) of the ids at `rows`, exactly: distinct 64-bit hashes, and ids compared
-    as text only where two rows share a hash."""
+def _distinct(ids: pa.ChunkedArray, all_hashes: np.ndarray, rows: np.ndarray) -> int:
+    """count(distinct id) of the ids at `rows`, exactly: distinct 64-bit hashes (`all_hashes`,
+    one per id, as dedupe computed them), and ids compared as text only where two rows share
+    a hash."""
     if ids.null_count:
         rows = rows[~np.asarray(ids.is_null().to_numpy(zero_copy_only=False))[rows]]
-    hashes = dedupe.id_hashes(ids)[rows]
+    hashes = all_hashes[rows]
     ordered = np.sort(hashes)
     same = ordered[1:] == ordered[:-1]
     distinct = len(ordered) - int(np.count_nonzero(same))

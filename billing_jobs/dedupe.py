@@ -27,6 +27,7 @@ class Deduplicated:
     rows: np.ndarray  # indices into `table`: one row per message_id, status resolved
     duplicates: int  # rows folded into another copy of the same message
     conflicts: pa.Table  # quarantine records of conflicting copies
+    hashes: np.ndarray  # id_hashes of `table`'s message ids, row by row (the audit's profile)
 
     @property
     def messages(self) -> pa.Table:
@@ -75,9 +76,11 @@ def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None) -> Dedup
     quarantined as `conflicting_duplicate`, as if the other copy were here too."""
     n = valid.num_rows
     forced = conflicting if conflicting is not None else np.zeros(n, dtype=bool)
-    repeated = _maybe_repeated(id_hashes(valid.column("message_id"))) | forced
+    hashes = id_hashes(valid.column("message_id"))
+    repeated = _maybe_repeated(hashes) | forced
     if not repeated.any():
-        return Deduplicated(valid, np.arange(n), 0, quarantine_rows(valid.slice(0, 0), [], [], []))
+        return Deduplicated(valid, np.arange(n), 0, quarantine_rows(valid.slice(0, 0), [], [], []),
+                            hashes)
 
     dup_idx = np.flatnonzero(repeated)
     copies = take_rows(valid, dup_idx).to_pandas()
@@ -97,4 +100,4 @@ def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None) -> Dedup
         [CONFLICTING_DUPLICATE] * len(bad),
     )
     rows = np.sort(np.concatenate([np.flatnonzero(~repeated), kept]))
-    return Deduplicated(valid, rows, len(agreeing) - len(kept), conflicts)
+    return Deduplicated(valid, rows, len(agreeing) - len(kept), conflicts, hashes)

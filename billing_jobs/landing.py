@@ -144,13 +144,9 @@ def partition_files(source: str | Path, day: dt.date) -> list[Path]:
 TEXT_BYTES_PER_ROW = 80  # a short CSV row; JSONL rows are longer, so this errs towards more rows
 
 
-def estimated_rows(files: list[Path]) -> int:
-    """Rows in `files` without reading them: parquet footers say; CSV and JSONL are estimated from
-    their size (generously: too many shards cost time, too few cost memory)."""
-    return sum(estimated_rows_each(files))
-
-
-def estimated_rows_each(files: list[Path]) -> list[int]:
+def estimated_rows(files: list[Path]) -> list[int]:
+    """Rows in each of `files` without reading them: parquet footers say; CSV and JSONL are
+    estimated from their size (generously: too many shards cost time, too few cost memory)."""
     import pyarrow.parquet as pq
 
     rows = []

@@ -26,7 +26,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,14 @@ class Plan:
     def split_tasks(self) -> int:
         """How many split tasks this plan maps (one that does nothing when nothing is split)."""
         return len(self.split_parts) if self.split_parts else self.shards
+
+    def split_files(self, part: int) -> list[int]:
+        """The numbers of the files split task `part` reads."""
+        if self.shards == 1:
+            return []
+        if not self.split_parts:  # a plan written before the files were dealt out
+            return [i for i in range(len(self.files)) if i % self.shards == part]
+        return self.split_parts[part] if part < len(self.split_parts) else []
 
     def to_json(self) -> str:
         return _to_json(self)
@@ -141,36 +149,22 @@ class RunFolder:
     # files ----------------------------------------------------------------------------------
 
     def write_table(self, path, table: pa.Table) -> None:
-        """A parquet file of this folder that no reader sees half-written: on local disk written
-        aside and renamed; an object store shows an object only once it is whole."""
-        if isinstance(path, Path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            aside = path.with_suffix(".tmp")
-            pq.write_table(table, aside)
-            aside.rename(path)  # a retried task never leaves half a file
-        else:
-            where = arrow_source(path)
-            pq.write_table(table, where["source"], filesystem=where.get("filesystem"))
+        """A parquet file of this folder that no reader sees half-written."""
+        _write_whole(path, lambda sink: pq.write_table(table, sink))
 
     def read_table(self, path, columns: list[str] | None = None) -> pa.Table:
         where = arrow_source(path)
         return read_parquet(where["source"], columns=columns, filesystem=where.get("filesystem"))
 
     def write_piece(self, path, table: pa.Table) -> None:
-        """A split piece: Arrow IPC with LZ4, five times faster to write than parquet and read
-        back at once. It lives only until the run is combined."""
-        options = pa.ipc.IpcWriteOptions(compression="lz4")
-        if isinstance(path, Path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            aside = path.with_suffix(".tmp")
-            with pa.OSFile(str(aside), "wb") as sink, \
-                    pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        """A split piece: Arrow IPC with LZ4, several times faster to write and read back than
+        parquet. It lives only until the run is combined."""
+        def write(sink) -> None:
+            options = pa.ipc.IpcWriteOptions(compression="lz4")
+            with pa.ipc.new_file(sink, table.schema, options=options) as writer:
                 writer.write_table(table)
-            aside.rename(path)
-        else:
-            with path.open("wb") as sink, \
-                    pa.ipc.new_file(sink, table.schema, options=options) as writer:
-                writer.write_table(table)
+
+        _write_whole(path, write)
 
     def read_piece(self, path) -> pa.Table:
         with (pa.OSFile(str(path)) if isinstance(path, Path) else path.open("rb")) as source:
@@ -295,6 +289,21 @@ class RunFolder:
     def audited(self) -> bool:
         return (self.audit_path.exists()
                 and json.loads(self.audit_path.read_text()).get("success") is True)
+
+
+def _write_whole(path, write: Callable) -> None:
+    """`write(sink)` into the file at `path` so that no reader sees it half-written: on local
+    disk into a file aside, then renamed (a retried task never leaves half a file); an object
+    store shows an object only once it is whole."""
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_suffix(".tmp")
+        with pa.OSFile(str(aside), "wb") as sink:
+            write(sink)
+        aside.rename(path)
+    else:
+        with path.open("wb") as sink:
+            write(sink)
 
 
 def _place(path: str | Path):

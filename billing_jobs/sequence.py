@@ -45,7 +45,7 @@ def plan(settings: Settings, day: dt.date, shards: int | None = None,
     started = dt.datetime.now(dt.timezone.utc)
     source = window.require_partition(settings.source, day)
     files, partitions = window.files_and_fingerprints(source, day)
-    rows = landing.estimated_rows_each(files)
+    rows = landing.estimated_rows(files)
     count = shards or window.shards_for(sum(rows), settings.rows_per_shard)
     conflicts: dict[str, list[str]] = {}
     for row in warehouse.read_job_query(

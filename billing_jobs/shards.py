@@ -66,15 +66,10 @@ def split(folder: RunFolder, part: int) -> list[int]:
     reads only its own rows, so the work grows with the day, not with the day times the number
     of shards. With one shard nothing is split. Returns the file numbers split."""
     plan = folder.plan
-    if plan.shards == 1:
-        return []
-    if not plan.split_parts:  # a plan written before the files were dealt out
-        mine = [i for i in range(len(plan.files)) if i % plan.shards == part]
-    else:
-        mine = plan.split_parts[part] if part < len(plan.split_parts) else []
+    mine = plan.split_files(part)
     for i in mine:
         _split_file(landing.location(plan.files[i]), i, folder, plan.shards)
-    return list(mine)
+    return mine
 
 
 def deal(rows: list[int], parts: int) -> list[list[int]]:
