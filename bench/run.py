@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from billing_jobs import landing, window
 from billing_jobs.config import DEFAULTS
 from billing_jobs.run_folder import RunFolder
 
@@ -154,8 +155,9 @@ def measure_rerun(impl: str, messages_dir: Path) -> dict:
 
 
 def measure_sharded(messages_dir: Path, rows_per_shard: int, parallel: int) -> dict:
-    """The sharded day as `billing_daily` runs it: plan (one shard per `rows_per_shard` rows of
-    the D-2..D window, as the nightly run decides), the split tasks and then the shards
+    """The sharded day as `billing_daily` runs it on a steady night (the files of D-1 and D-2
+    prepared by the nights before): plan (one shard per `rows_per_shard` rows of the D-2..D
+    window, as the nightly run decides), the split tasks (D's files) and then the shards
     (`parallel` at a time, like a LocalExecutor on this machine), combine, audit and publish, each
     task in its own process. Wall time counts every process start, as Airflow's would; the peak
     is the largest task's."""
@@ -184,6 +186,17 @@ def measure_sharded(messages_dir: Path, rows_per_shard: int, parallel: int) -> d
             task_peaks.append(_reap(running.pop(pid), status, usage)["peak_rss_mib"])
         seconds[step], peaks[step] = time.perf_counter() - clock, max(task_peaks)
 
+    # the night before prepared D-1's and D-2's files (prepared.py): its plan and split tasks,
+    # unmeasured, so that the night measured is a steady one. At steady traffic that night had
+    # as many shards (its window is three days too; here the day before D-2 is missing).
+    before = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    if (messages_dir / f"date={before}").is_dir():
+        rows = landing.estimated_rows(window.listing(messages_dir.parent,
+                                                     dt.date.fromisoformat(day)))
+        warm = run("plan", before, str(window.shards_for(sum(rows), rows_per_shard)))["value"]
+        mapped("split", warm, RunFolder(warm).plan.split_tasks)
+        seconds.clear()
+        peaks.clear()
     started = time.perf_counter()
     folder = run("plan", day)["value"]
     plan = RunFolder(folder).plan

@@ -358,13 +358,19 @@ def cmd_prune_staging(args: argparse.Namespace) -> None:
     settings = Settings.resolve(staging=args.staging, staging_keep_days=args.keep_days)
     if settings.staging_keep_days < 1:
         raise UsageError(f"--keep-days must be at least 1, got {settings.staging_keep_days:g}")
-    runs = prune(settings.staging, settings.staging_keep_days, dry_run=args.dry_run)
+    removed = prune(settings.staging, settings.staging_keep_days, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
-    for run in runs:
-        print(f"{verb} {run.folder} (started {run.started_at:%Y-%m-%d %H:%M} UTC, "
+    for run in removed:
+        when = "started" if run.kind == "run" else "last used"
+        print(f"{verb} {run.folder} ({when} {run.started_at:%Y-%m-%d %H:%M} UTC, "
               f"{run.bytes / 2**20:,.1f} MiB)")
+    runs = [r for r in removed if r.kind == "run"]
+    pieces = [r for r in removed if r.kind != "run"]
     print(f"{verb} {len(runs)} staged run(s) older than {settings.staging_keep_days:g} days, "
           f"{sum(r.bytes for r in runs) / 2**20:,.1f} MiB")
+    if pieces:
+        print(f"{verb} the prepared pieces of {len(pieces)} file(s) unused for as long, "
+              f"{sum(r.bytes for r in pieces) / 2**20:,.1f} MiB")
 
 
 def cmd_audit_docs(args: argparse.Namespace) -> None:

@@ -41,28 +41,35 @@ class Clock:
 
 def compute(reference: Reference, day: dt.date, batch: landing.Batch, secret: str,
             clock: Clock | None = None, known: identity.Known | None = None,
-            shared: np.ndarray | None = None) -> tuple[dict[str, pa.Table], dict]:
+            shared: np.ndarray | None = None, keyed: bool = False
+            ) -> tuple[dict[str, pa.Table], dict]:
     """The day's tables as staged (before the run id is added) and the run's counts. `known`:
-    what other runs know of this batch's ids; `shared`: id hashes other shards also hold."""
+    what other runs know of this batch's ids; `shared`: id hashes other shards also hold;
+    `keyed`: the batch's contact ids are contact keys already and its quarantine records
+    pseudonymised (prepared pieces, prepared.py)."""
     clock = clock or Clock()
+
+    def keys(contacts: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+        return pc.cast(contacts, pa.string()) if keyed else contact_keys(contacts, secret)
+
     batch, conflicting = identity.settle(batch, known, shared)
     result = reconcile(batch, conflicting)
     clock.lap("reconcile")
     starts = result.starts
     priced = price_starts(starts.filter(on_day(starts.column("started_at"), day)), reference)
-    priced = priced.append_column("contact_key", contact_keys(priced.column("contact_id"), secret))
+    priced = priced.append_column("contact_key", keys(priced.column("contact_id")))
     clock.lap("price")
     anomalies = result.anomalies.filter(on_day(result.anomalies.column("sent_at"), day))
     quarantined = result.quarantined.select(QUARANTINE_COLUMNS)
     quarantined = quarantined.set_column(2, "record", pseudonymised_records(
-        quarantined.column("record"), secret))
+        quarantined.column("record"), secret, keyed))
     tables = {
         "conversation_starts": priced.select(STARTS_COLUMNS),
         "session_anomalies": pa.table({
             "message_id": anomalies.column("message_id"),
             "customer_id": anomalies.column("customer_id"),
             "line_id": anomalies.column("line_id"),
-            "contact_key": contact_keys(anomalies.column("contact_id"), secret),
+            "contact_key": keys(anomalies.column("contact_id")),
             "sent_at": anomalies.column("sent_at"),
             "kind": anomalies.column("kind"),
         }),

@@ -9,7 +9,6 @@ import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,33 +318,28 @@ def read_files(
     paths: list[Path],
     partition_date: dt.date | None | str = "infer",
     lines: dict[str, str] | None = None,
-    reader: Callable[[int, Path], tuple[pa.Table, np.ndarray] | None] | None = None,
 ) -> Batch:
-    """Read and validate files; `partition_date="infer"` takes it from each file's directory.
-
-    `reader(i, path)`, if given, returns some rows of the i-th file and their 1-based row numbers
-    in that file, or None for none of them (a shard reads its piece of each file: shards.py)."""
-    valid, quarantined, rows = [], [], 0
-    for i, path in enumerate(paths):
-        if reader is None:
-            raw, numbers = read_raw(path), None
-        else:
-            piece = reader(i, path)
-            if piece is None:
-                continue
-            raw, numbers = piece
+    """Read and validate files; `partition_date="infer"` takes it from each file's directory."""
+    valid, quarantined = [], []
+    for path in paths:
+        raw = read_raw(path)
         day = partition_date_of(path) if partition_date == "infer" else partition_date
-        ok, bad = validate(raw, str(path), day, lines, numbers)
-        rows += raw.num_rows + len(json.loads((raw.schema.metadata or {}).get(
-            MALFORMED.encode(), b"[]")))
+        ok, bad = validate(raw, str(path), day, lines)
         del raw
         valid.append(ok)
         quarantined.append(bad)
+    return batch_of(valid, quarantined, [str(p) for p in paths])
+
+
+def batch_of(valid: list[pa.Table], quarantined: list[pa.Table], files: list[str]) -> Batch:
+    """One batch of validated rows: every row read is valid or quarantined (a malformed line is
+    quarantined too), so the rows read are the two counts added."""
+    rows = sum(t.num_rows for t in valid) + sum(t.num_rows for t in quarantined)
     return Batch(
         valid=_compact(pa.concat_tables(valid) if valid else FILE_SCHEMA.empty_table()),
         quarantined=pa.concat_tables(quarantined) if quarantined else QUARANTINE_SCHEMA.empty_table(),
         rows_read=rows,
-        files=[str(p) for p in paths],
+        files=files,
     )
 
 
@@ -445,17 +439,12 @@ def validate(
     source_file: str,
     partition_date: dt.date | None = None,
     lines: dict[str, str] | None = None,
-    row_numbers: np.ndarray | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Split raw rows into valid contract rows and quarantined rows with the first failed check.
 
     `lines` maps line_id -> customer_id; without it the line checks are skipped (pure reconcile).
-    `row_numbers` are the rows' 1-based positions in the file when `raw` holds only some of them.
     """
-    if row_numbers is None:
-        row_numbers, malformed = file_rows(raw)
-    else:
-        malformed = file_rows(raw)[1]
+    row_numbers, malformed = file_rows(raw)
     if any(pa.types.is_binary(t) or pa.types.is_large_binary(t) for t in raw.schema.types):
         raw = _decoded(raw)  # parquet may hold ids as bytes
     bad_encoding = (raw.column(INVALID_ENCODING).to_numpy(zero_copy_only=False)

@@ -235,8 +235,6 @@ def record_task_failure(context) -> None:
             with contextlib.suppress(Exception):
                 run_id = run.plan.run_id
         record_failure(settings(), day, run_id, ti.task_id, reason, run)
-        if run is not None:
-            run.remove_split()  # raw rows, phone numbers included, never outlive their run
     except Exception as exc:  # noqa: BLE001 - a callback must never hide the task's own failure
         log.error("recording the failure in billing_runs failed: %s", one_line(exc))
 
@@ -267,7 +265,8 @@ def restate(day: str, look_back_days: int) -> list[str]:
 
 
 def prune_staging() -> list[str]:
-    """Remove staged runs older than the configured number of days (staging.py)."""
+    """Remove staged runs older than the configured number of days, and prepared pieces unused
+    for as long (staging.py)."""
     from billing_jobs.staging import prune
 
     config = settings()

@@ -8,9 +8,8 @@ be local (the GX project; DuckDB's read of the starts at publish; the memory-map
 combine) gets a local path or a local copy from here.
 
     <staging>/<day>/<run_id>/
-        plan.json                  Plan: the run, the files it reads, their fingerprints, shards
-        split/<k>/<i>.arrow        shard k's rows of the plan's file i (removed by combine)
-        split/done/<i>             file i is split
+        plan.json                  Plan: the run, the files it reads, their fingerprints, shards,
+                                   where each file's prepared pieces are (prepared.py)
         shards/<k>/                shard k's tables, ids.npy (its id hashes), shard.json
         <table>.parquet            the combined run, as published
         run.json                   StagedRun: counts, fingerprints, versions, stage timings
@@ -70,21 +69,21 @@ class Plan:
     shards: int
     # ids with a conflicting copy found by another day's run: id -> partitions (identity.py)
     conflicts: dict[str, list[str]] = field(default_factory=dict)
-    # the file numbers each split task reads, dealt out by size (shards.split_tasks; empty in
-    # an unsharded plan, and in plans written before: file i to task i mod N)
+    # where each file's prepared pieces are kept (prepared.py; empty in an unsharded plan), and
+    # the reference data's hash they are kept under
+    prepared: list[str] = field(default_factory=list)
+    reference_hash: str = ""
+    # the file numbers each split task prepares, dealt out by size: only the files whose pieces
+    # were not prepared already (shards.split_tasks; empty in an unsharded plan)
     split_parts: list[list[int]] = field(default_factory=list)
 
     @property
     def split_tasks(self) -> int:
         """How many split tasks this plan maps (one that does nothing when nothing is split)."""
-        return len(self.split_parts) if self.split_parts else self.shards
+        return max(1, len(self.split_parts))
 
     def split_files(self, part: int) -> list[int]:
-        """The numbers of the files split task `part` reads."""
-        if self.shards == 1:
-            return []
-        if not self.split_parts:  # a plan written before the files were dealt out
-            return [i for i in range(len(self.files)) if i % self.shards == part]
+        """The numbers of the files split task `part` prepares."""
         return self.split_parts[part] if part < len(self.split_parts) else []
 
     def to_json(self) -> str:
@@ -123,7 +122,7 @@ class StagedRun:
 
 class RunFolder:
     def __init__(self, path: str | Path) -> None:
-        self.path = _place(path)  # a Path on local disk, else a UPath over the URL's filesystem
+        self.path = place(path)  # a Path on local disk, else a UPath over the URL's filesystem
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -133,7 +132,7 @@ class RunFolder:
 
     @classmethod
     def create(cls, staging: str | Path, plan: Plan) -> RunFolder:
-        folder = cls(_place(staging) / plan.billing_date.isoformat() / plan.run_id)
+        folder = cls(place(staging) / plan.billing_date.isoformat() / plan.run_id)
         folder.path.mkdir(parents=True, exist_ok=True)
         (folder.path / "plan.json").write_text(plan.to_json())
         return folder
@@ -150,25 +149,11 @@ class RunFolder:
 
     def write_table(self, path, table: pa.Table) -> None:
         """A parquet file of this folder that no reader sees half-written."""
-        _write_whole(path, lambda sink: pq.write_table(table, sink))
+        write_whole(path, lambda sink: pq.write_table(table, sink))
 
     def read_table(self, path, columns: list[str] | None = None) -> pa.Table:
         where = arrow_source(path)
         return read_parquet(where["source"], columns=columns, filesystem=where.get("filesystem"))
-
-    def write_piece(self, path, table: pa.Table) -> None:
-        """A split piece: Arrow IPC with LZ4, several times faster to write and read back than
-        parquet. It lives only until the run is combined."""
-        def write(sink) -> None:
-            options = pa.ipc.IpcWriteOptions(compression="lz4")
-            with pa.ipc.new_file(sink, table.schema, options=options) as writer:
-                writer.write_table(table)
-
-        _write_whole(path, write)
-
-    def read_piece(self, path) -> pa.Table:
-        with (pa.OSFile(str(path)) if isinstance(path, Path) else path.open("rb")) as source:
-            return pa.ipc.open_file(source).read_all()
 
     def save_array(self, path, array: np.ndarray) -> None:
         if isinstance(path, Path):
@@ -192,36 +177,6 @@ class RunFolder:
                 path.fs.get_file(path.path, str(copy))
                 copies.append(copy)
             yield copies
-
-    def _remove(self, path) -> None:
-        if isinstance(path, Path):
-            shutil.rmtree(path, ignore_errors=True)
-            return
-        try:
-            path.fs.rm(path.path, recursive=True)
-        except FileNotFoundError:
-            pass
-
-    # split pieces ---------------------------------------------------------------------------
-
-    def piece(self, shard: int, i: int):
-        return self.path / "split" / str(shard) / f"{i}.arrow"
-
-    def mark_split(self, i: int) -> None:
-        marker = self.path / "split" / "done" / str(i)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-
-    def unsplit(self) -> list[str]:
-        plan = self.plan
-        if plan.shards == 1:  # one shard reads the files themselves
-            return []
-        marks = self.path / "split" / "done"
-        done = {p.name for p in marks.iterdir()} if marks.exists() else set()  # one listing
-        return [f for i, f in enumerate(plan.files) if str(i) not in done]
-
-    def remove_split(self) -> None:
-        self._remove(self.path / "split")
 
     # shards ---------------------------------------------------------------------------------
 
@@ -291,13 +246,40 @@ class RunFolder:
                 and json.loads(self.audit_path.read_text()).get("success") is True)
 
 
-def _write_whole(path, write: Callable) -> None:
+def write_arrow(path, table: pa.Table) -> None:
+    """Arrow IPC with LZ4 (prepared pieces, prepared.py): several times faster to write and read
+    back than parquet."""
+    def write(sink) -> None:
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+            writer.write_table(table)
+
+    write_whole(path, write)
+
+
+def read_arrow(path) -> pa.Table:
+    with (pa.OSFile(str(path)) if isinstance(path, Path) else path.open("rb")) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def remove(path) -> None:
+    """A folder and everything in it, local or on an object store; gone already is fine."""
+    if isinstance(path, Path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        path.fs.rm(path.path, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def write_whole(path, write: Callable) -> None:
     """`write(sink)` into the file at `path` so that no reader sees it half-written: on local
     disk into a file aside, then renamed (a retried task never leaves half a file); an object
     store shows an object only once it is whole."""
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        aside = path.with_suffix(".tmp")
+        aside = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # one per writer
         with pa.OSFile(str(aside), "wb") as sink:
             write(sink)
         aside.rename(path)
@@ -306,7 +288,7 @@ def _write_whole(path, write: Callable) -> None:
             write(sink)
 
 
-def _place(path: str | Path):
+def place(path: str | Path):
     """A local path for local disk (a `file://` URL too), else a UPath over the URL's
     filesystem (landing.location)."""
     place = location(path)

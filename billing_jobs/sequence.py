@@ -1,6 +1,6 @@
 """One run of one billing date, whichever way it starts:
 
-    plan -> split (per part) -> write_shard (per shard) -> combine -> audit -> publish
+    plan -> split (prepare, per part) -> write_shard (per shard) -> combine -> audit -> publish
 
 Airflow runs each step as a task (`dags/billing_daily.py` through `orchestration`); `run_day`
 runs them in a row for `billing-jobs run` and restatement. Both call these functions and nothing
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from billing_jobs import auditor, landing, warehouse, window
+from billing_jobs import auditor, landing, prepared, warehouse, window
 from billing_jobs import publish as publishing
 from billing_jobs import shards as sharding
 from billing_jobs.config import Settings
 from billing_jobs.day import Clock
 from billing_jobs.errors import one_line
+from billing_jobs.reference_data import load_reference
 from billing_jobs.run_folder import Plan, RunFolder, StagedRun, new_run_id
 from billing_jobs.tables import release_memory
 
@@ -40,13 +41,22 @@ def check(settings: Settings) -> None:
 def plan(settings: Settings, day: dt.date, shards: int | None = None,
          run_id: str | None = None) -> RunFolder:
     """The run folder with plan.json: the files of D-2..D as they are now (a late file that lands
-    while the run goes on waits for the next run), their fingerprints, and the number of shards
-    (None: one per `rows_per_shard` rows of the window)."""
+    while the run goes on waits for the next run), their fingerprints, the number of shards
+    (None: one per `rows_per_shard` rows of the window), and, for a sharded day, where each
+    file's prepared pieces are and which files the split tasks must prepare (those no earlier
+    run prepared)."""
     started = dt.datetime.now(dt.timezone.utc)
     source = window.require_partition(settings.source, day)
-    files, partitions = window.files_and_fingerprints(source, day)
+    files, partitions, digests = window.files_and_fingerprints(source, day)
     rows = landing.estimated_rows(files)
     count = shards or window.shards_for(sum(rows), settings.rows_per_shard)
+    places, todo, reference_hash = [], [], ""
+    if count > 1:
+        reference_hash = load_reference(settings.reference).content_hash
+        places = [prepared.entry_place(settings.staging, str(f), digest, reference_hash,
+                                       settings.contact_key_secret, count)
+                  for f, digest in zip(files, digests, strict=True)]
+        todo = [i for i, where in enumerate(places) if not prepared.Entry(where).use(started)]
     conflicts: dict[str, list[str]] = {}
     for row in warehouse.read_job_query(
             settings.warehouse_url, settings.schema, settings.lock_wait_s,
@@ -57,12 +67,13 @@ def plan(settings: Settings, day: dt.date, shards: int | None = None,
     return RunFolder.create(settings.staging, Plan(
         run_id=run_id or new_run_id(day, started), billing_date=day, started_at=started,
         source=str(source), reference=str(settings.reference), partitions=partitions,
-        files=[str(f) for f in files], shards=count, conflicts=conflicts,
-        split_parts=sharding.split_tasks(rows, count, settings.rows_per_shard)))
+        files=[str(f) for f in files], shards=count, conflicts=conflicts, prepared=places,
+        reference_hash=reference_hash,
+        split_parts=sharding.split_tasks(rows, todo, count, settings.rows_per_shard)))
 
 
 def split(settings: Settings, folder: RunFolder, part: int) -> list[int]:
-    return sharding.split(folder, part)
+    return sharding.split(folder, part, settings.contact_key_secret)
 
 
 def write_shard(settings: Settings, folder: RunFolder, shard: int) -> str:
@@ -126,6 +137,4 @@ def run_day(settings: Settings, day: dt.date, dry_run: bool = False,
         return {**done, "published": True, "seconds": {**seconds, **clock.laps}}
     except Exception as exc:
         publishing.record_failure(settings, day, run_id, step, one_line(exc), folder, started)
-        if folder is not None:
-            folder.remove_split()  # raw rows, phone numbers included, never outlive their run
         raise

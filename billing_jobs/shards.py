@@ -1,7 +1,9 @@
-"""Shards: a day is computed in N pieces by a stable hash of `line_id`, each read (only its rows),
-reconciled and priced on its own, then combined into one staged run that is audited and
-published. An unsharded day is a plan with one shard: its shard reads the plan's files whole and
-nothing is split. Streams never cross shards (a stream is one line and one contact), so the rules
+"""Shards: a day is computed in N pieces by a stable hash of `line_id`. Each file of the window is
+prepared once (read, validated, contacts keyed, valid rows split by shard) and kept for the next
+nights that read it (prepared.py); each shard then reads only its rows, is reconciled and priced
+on its own, and the shards are combined into one staged run that is audited and published. An
+unsharded day is a plan with one shard: its shard reads the plan's files whole and nothing is
+prepared. Streams never cross shards (a stream is one line and one contact), so the rules
 give the same result for every N.
 
 One thing does cross lines: copies of one `message_id` on two lines are a conflicting duplicate
@@ -26,17 +28,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_jobs import dedupe, identity, landing
+from billing_jobs import dedupe, identity, landing, prepared
 from billing_jobs.day import PROFILE_GROUPS, Clock, compute, profile_table
 from billing_jobs.errors import RunError
-from billing_jobs.reference_data import load_reference
-from billing_jobs.run_folder import RunFolder, StagedRun
-from billing_jobs.tables import distinct_sorted, release_memory
+from billing_jobs.pseudonym import keyed_contacts, pseudonymised_records
+from billing_jobs.reference_data import Reference, load_reference
+from billing_jobs.run_folder import Plan, RunFolder, StagedRun
+from billing_jobs.tables import distinct_sorted, release_memory, used_dictionary
 from billing_jobs.window import partitions_read as window_of
 
 SHARD_TABLES = ("conversation_starts", "session_anomalies", "quarantined_messages",
                 "accepted_messages")
-ROW = "__row"  # a split piece's column: the row's 1-based number in its file
 
 
 def shard_of(line_id: str | None, shards: int) -> int:
@@ -45,30 +47,41 @@ def shard_of(line_id: str | None, shards: int) -> int:
     return 0 if line_id is None else zlib.crc32(line_id.encode()) % shards
 
 
-# A split task reads about this many shards' worth of rows: splitting a row costs a fraction of
-# computing it, so fewer split tasks than shards pay fewer process starts (~2 s each).
+# A split task prepares about this many shards' worth of rows: preparing a row costs a fraction
+# of computing it, so fewer split tasks than shards pay fewer process starts (~2 s each).
 SPLIT_SHARDS_PER_TASK = 2
 
 
-def split_tasks(rows: list[int], shards: int, rows_per_shard: float) -> list[list[int]]:
-    """The files each split task reads (file numbers), for files of `rows` estimated rows: one
-    task per SPLIT_SHARDS_PER_TASK shards' rows, never more tasks than files or shards."""
-    if shards == 1:
+def split_tasks(rows: list[int], todo: list[int], shards: int, rows_per_shard: float
+                ) -> list[list[int]]:
+    """The files each split task prepares (file numbers), for files of `rows` estimated rows of
+    which those in `todo` are not prepared yet: one task per SPLIT_SHARDS_PER_TASK shards' rows
+    of those, never more tasks than such files or shards."""
+    if shards == 1 or not todo:
         return []
-    wanted = math.ceil(sum(rows) / (SPLIT_SHARDS_PER_TASK * rows_per_shard))
-    return deal(rows, max(1, min(wanted, shards, len(rows))))
+    wanted = math.ceil(sum(rows[i] for i in todo) / (SPLIT_SHARDS_PER_TASK * rows_per_shard))
+    dealt = deal([rows[i] for i in todo], max(1, min(wanted, shards, len(todo))))
+    return [[todo[j] for j in part] for part in dealt]
 
 
-def split(folder: RunFolder, part: int) -> list[int]:
-    """Split task `part`: reads each of its files of the plan (`plan.split_parts`: the files
-    dealt out by size, so the tasks take about as long) once, whole, and writes the rows of every
-    shard to `split/<k>/<i>.arrow` with their 1-based row numbers in the file. Each shard then
-    reads only its own rows, so the work grows with the day, not with the day times the number
-    of shards. With one shard nothing is split. Returns the file numbers split."""
+def split(folder: RunFolder, part: int, secret: str) -> list[int]:
+    """Split task `part`: prepares each of its files of the plan (`plan.split_parts`: the files
+    not prepared yet, dealt out by size so the tasks take about as long) once, whole: read,
+    validated, contacts keyed, valid rows split by shard (prepared.py). Each shard then reads
+    only its own rows, so the work grows with the day, not with the day times the number of
+    shards. A file another run prepared meanwhile is left as it is. Returns the file numbers."""
     plan = folder.plan
     mine = plan.split_files(part)
+    if not mine:  # an unsharded day, or every file prepared before
+        return mine
+    reference = load_reference(plan.reference)
+    if reference.content_hash != plan.reference_hash:  # its pieces would be kept under another
+        raise RunError(f"{plan.reference}: the reference data changed since this run was "
+                       f"planned: run the day again")
     for i in mine:
-        _split_file(landing.location(plan.files[i]), i, folder, plan.shards)
+        entry = prepared.Entry(plan.prepared[i])
+        if not entry.ready():
+            _prepare(landing.location(plan.files[i]), entry, plan.shards, reference, secret)
     return mine
 
 
@@ -83,48 +96,57 @@ def deal(rows: list[int], parts: int) -> list[list[int]]:
     return [sorted(files) for files in dealt]
 
 
-def _split_file(path, i: int, folder: RunFolder, shards: int) -> None:
-    """One file's rows by shard: one gather of the whole file in shard order, then a slice per
-    shard (a gather per shard cost four times as much). The malformed lines, which are no row of
-    any line, go with shard 0's piece, where a missing line is quarantined too."""
+def _prepare(path, entry: prepared.Entry, shards: int, reference: Reference, secret: str) -> None:
+    """One file read and validated whole, as an unsharded run reads it; contacts keyed and
+    quarantine records pseudonymised; the valid rows gathered once in shard order, then sliced
+    per shard (a gather per shard cost four times as much)."""
     raw = landing.read_raw(path)
-    numbers, malformed = landing.file_rows(raw)
-    assigned = _shards_of(raw, shards)
+    valid, quarantined = landing.validate(raw, str(path), landing.partition_date_of(path),
+                                          reference.line_owners)
+    del raw
+    contact = valid.schema.get_field_index("contact_id")
+    valid = valid.set_column(contact, "contact_id", keyed_contacts(valid.column(contact), secret))
+    record = quarantined.schema.get_field_index("record")
+    quarantined = quarantined.set_column(record, "record", pseudonymised_records(
+        quarantined.column(record), secret)).combine_chunks()  # an IPC file has one dictionary
+    assigned = _shards_of(valid, shards)
     order = np.argsort(assigned, kind="stable")  # by shard, rows ascending within each
     sizes = np.bincount(assigned, minlength=shards)
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    ordered = (raw.replace_schema_metadata(None).combine_chunks().take(pa.array(order))
-               .append_column(ROW, pa.array(numbers[order], pa.int64())))
-    del raw
-    for k in range(shards):
-        if sizes[k] or (k == 0 and malformed):
-            piece = ordered.slice(starts[k], sizes[k])
-            if k == 0 and malformed:
-                piece = landing.with_malformed(piece, malformed)
-            folder.write_piece(folder.piece(k, i), piece)  # never half a piece
-    folder.mark_split(i)
+    ordered = valid.combine_chunks().take(pa.array(order))
+    del valid
+    entry.write(str(path), reference.content_hash,
+                {k: _piece(ordered.slice(starts[k], sizes[k]), contact) for k in range(shards)
+                 if sizes[k]}, quarantined)
 
 
-def _shards_of(raw: pa.Table, shards: int) -> np.ndarray:
-    """Each row's shard, computed once per distinct line; a row without a line goes to shard 0,
-    where it is quarantined (and so does every row of a file without a line_id column)."""
-    if "line_id" not in raw.column_names:
-        return np.zeros(raw.num_rows, dtype=np.int32)
-    lines = pc.dictionary_encode(raw.column("line_id").cast(pa.string())).combine_chunks()
+def _piece(rows: pa.Table, contact: int) -> pa.Table:
+    """A shard's rows of a file, with only its own contacts' keys (64 characters each, a
+    million per large file) in the contact column's dictionary."""
+    return rows.set_column(contact, "contact_id",
+                           used_dictionary(rows.column(contact).combine_chunks()))
+
+
+def _shards_of(valid: pa.Table, shards: int) -> np.ndarray:
+    """Each valid row's shard, computed once per distinct line."""
+    lines = pc.dictionary_encode(valid.column("line_id").cast(pa.string())).combine_chunks()
     per_value = np.array([shard_of(v, shards) for v in lines.dictionary.to_pylist()] + [0],
                          dtype=np.int32)
     codes = pc.fill_null(lines.indices, len(per_value) - 1).to_numpy(zero_copy_only=False)
     return per_value[codes]
 
 
-def read_piece(folder: RunFolder, shard: int, i: int) -> tuple[pa.Table, np.ndarray] | None:
-    """Shard `shard`'s rows of the plan's file i and their row numbers, or None if it has none."""
-    path = folder.piece(shard, i)
-    if not path.exists():
-        return None
-    piece = folder.read_piece(path)
-    numbers = piece.column(ROW).to_numpy()
-    return piece.drop_columns([ROW]), numbers
+def read_prepared(plan: Plan, shard: int, reference_hash: str) -> landing.Batch:
+    """Shard `shard`'s rows of the plan's files from their prepared pieces, and (shard 0) the
+    files' quarantine records: every row read is in exactly one shard's batch."""
+    valid, quarantined = [], []
+    for file, where in zip(plan.files, plan.prepared, strict=True):
+        rows, bad = prepared.Entry(where).read(shard, file, reference_hash)
+        if rows is not None:
+            valid.append(rows)
+        if bad is not None:
+            quarantined.append(bad)
+    return landing.batch_of(valid, quarantined, plan.files)
 
 
 def id_hashes(valid: pa.Table) -> np.ndarray:
@@ -143,17 +165,15 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
     phase)."""
     plan = folder.plan
     reference = load_reference(plan.reference)
-    unsplit = folder.unsplit()
-    if unsplit:
-        raise RunError(f"shard {shard}: {len(unsplit)} file(s) not split yet, e.g. "
-                       f"{unsplit[0]}: run the split tasks first")
-    files = [landing.location(f) for f in plan.files]
     clock = Clock()
     if plan.shards == 1:
-        batch = landing.read_files(files, lines=reference.line_owners)
+        batch = landing.read_files([landing.location(f) for f in plan.files],
+                                   lines=reference.line_owners)
+    elif len(plan.prepared) != len(plan.files):
+        raise RunError(f"{folder}: planned by an earlier version (no prepared pieces): run the "
+                       f"day again")
     else:
-        batch = landing.read_files(files, lines=reference.line_owners,
-                                   reader=lambda i, _: read_piece(folder, shard, i))
+        batch = read_prepared(plan, shard, reference.content_hash)
     clock.lap("extract")
     hashes = id_hashes(batch.valid) if plan.shards > 1 else np.zeros(0, dtype=np.uint64)
     window = window_of(plan.billing_date)
@@ -163,7 +183,8 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
         billed=billed(batch.valid.column("message_id")) if billed else {},
         conflicts={m: {dt.date.fromisoformat(d) for d in days}
                    for m, days in plan.conflicts.items()})
-    tables, counts = compute(reference, plan.billing_date, batch, secret, clock, known, shared)
+    tables, counts = compute(reference, plan.billing_date, batch, secret, clock, known, shared,
+                             keyed=plan.shards > 1)
     out = folder.shard_dir(shard)
     for name in SHARD_TABLES:
         folder.write_table(out / f"{name}.parquet", tables[name])
@@ -208,7 +229,6 @@ def combine(folder: RunFolder, secret: str, billed: BilledLookup | None = None) 
             seconds[key] = round(seconds.get(key, 0.0) + value, 3)
     run = folder.stage(tables, counts, infos[0]["reference_hash"])
     folder.add_seconds(seconds)
-    folder.remove_split()  # a copy of the input; the shards stay
     return run
 
 

@@ -4,7 +4,8 @@ or has failed, but an operator may want to look at a failed one. Without pruning
 leaves about 250 MB behind per 10M messages (2.5 GB for a 100M-message day) and backfills fill
 the disk.
 
-Runs older than `staging_keep_days` are removed; the GX project (`<staging>/gx` by default: every
+Runs older than `staging_keep_days` are removed, and so are the prepared pieces (prepared.py) that
+no plan has used for as long; the GX project (`<staging>/gx` by default: every
 audit's results and the Data Docs) and anything that is not a run folder are left alone. The
 staging area may be an fsspec URL (run_folder.py); it is pruned the same way."""
 
@@ -17,7 +18,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from billing_jobs import prepared
 from billing_jobs.landing import location
+from billing_jobs.run_folder import remove
 
 DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -25,8 +28,9 @@ DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 @dataclass(frozen=True)
 class StagedRun:
     folder: Path  # or a UPath, when the staging area is a URL
-    started_at: dt.datetime
+    started_at: dt.datetime  # of a prepared file's pieces: when a plan last used them
     bytes: int
+    kind: str = "run"  # or "prepared"
 
 
 def staged_runs(staging: str | Path) -> list[StagedRun]:
@@ -49,12 +53,16 @@ def staged_runs(staging: str | Path) -> list[StagedRun]:
 def prune(staging: str | Path, keep_days: float, now: dt.datetime | None = None,
           dry_run: bool = False) -> list[StagedRun]:
     """Remove the runs that started more than `keep_days` ago (at least one day: a run in progress
-    is never that old); returns them."""
+    is never that old) and the prepared pieces no plan used for as long; returns them."""
     if keep_days < 1:
         raise ValueError(f"keep_days must be at least 1, got {keep_days}")
     now = now or dt.datetime.now(dt.timezone.utc)
     old = [r for r in staged_runs(staging) if r.started_at < now - dt.timedelta(days=keep_days)]
+    pieces = [StagedRun(e.path, e.last_used() or now, _size(e.path), "prepared")
+              for e in prepared.stale(str(staging), keep_days, now)]
     if not dry_run:
+        for entry in pieces:
+            remove(entry.folder)
         for run in old:
             if isinstance(run.folder, Path):
                 shutil.rmtree(run.folder)
@@ -62,7 +70,7 @@ def prune(staging: str | Path, keep_days: float, now: dt.datetime | None = None,
                     run.folder.parent.rmdir()
             else:  # an object store: the day's "folder" goes with its last object
                 run.folder.fs.rm(run.folder.path, recursive=True)
-    return old
+    return old + pieces
 
 
 def _started_at(folder) -> dt.datetime | None:

@@ -74,6 +74,15 @@ def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     return codes, chunks[0].dictionary
 
 
+def used_dictionary(array: pa.DictionaryArray) -> pa.DictionaryArray:
+    """The same values with a dictionary of only those used (a slice of a large array keeps
+    all of its dictionary, which a file written from it would hold in full)."""
+    codes = pc.fill_null(array.indices, -1).to_numpy(zero_copy_only=False)
+    used = distinct_sorted(np.sort(codes[codes >= 0]))
+    indices = pa.array(np.searchsorted(used, codes).astype(np.int32), mask=codes < 0)
+    return pa.DictionaryArray.from_arrays(indices, array.dictionary.take(pa.array(used)))
+
+
 def release_memory() -> None:
     """Hand memory Arrow's allocator keeps for reuse back to the system: without it a process
     that computes several shards in a row holds every shard's peak (seen: 2.3 GB kept per shard,

@@ -21,13 +21,22 @@ def partitions_read(day: dt.date) -> list[dt.date]:
 
 def fingerprint(files: list[Path]) -> str:
     """Content hash of a partition's files (names and bytes)."""
-    digest = hashlib.sha256()
+    return fingerprint_and_digests(files)[0]
+
+
+def fingerprint_and_digests(files: list[Path]) -> tuple[str, dict[Path, str]]:
+    """The partition's fingerprint and, read in the same pass, each file's own content hash
+    (what a file's prepared pieces are kept under: shards.py)."""
+    digest, digests = hashlib.sha256(), {}
     for path in sorted(files, key=lambda p: p.name):
         digest.update(path.name.encode() + b"\0")
+        own = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-    return digest.hexdigest()
+                own.update(block)
+        digests[path] = own.hexdigest()
+    return digest.hexdigest(), digests
 
 
 def require_partition(source: str, day: dt.date) -> Path:
@@ -47,14 +56,16 @@ def listing(source: Path, day: dt.date) -> list[Path]:
 
 
 def files_and_fingerprints(source: Path, day: dt.date
-                           ) -> tuple[list[Path], dict[str, str | None]]:
-    """The files of partitions D-2..D and each partition's fingerprint (None: no files)."""
-    files, partitions = [], {}
+                           ) -> tuple[list[Path], dict[str, str | None], list[str]]:
+    """The files of partitions D-2..D, each partition's fingerprint (None: no files) and each
+    file's content hash, in the files' order."""
+    files, partitions, digests = [], {}, {}
     for part in partitions_read(day):
         found = landing.partition_files(source, part)
         files += found
-        partitions[part.isoformat()] = fingerprint(found) if found else None
-    return files, partitions
+        partitions[part.isoformat()], own = fingerprint_and_digests(found) if found else (None, {})
+        digests.update(own)
+    return files, partitions, [digests[f] for f in files]
 
 
 def shards_for(rows: int, rows_per_shard: float) -> int:

@@ -4,11 +4,13 @@
 Bills one UTC day of WhatsApp conversation starts per run: waits for the day's `_SUCCESS` marker
 in the landing zone, then **writes** (reconcile and price D from partitions D-2..D into a staged
 run, in shards by line: mapped tasks that executors spread over workers; each file of the window
-is split once by shard, by one split task per two shards' rows, each shard computed alone, then
-combined; the `shards` param, or one per 4M rows of the window), **audits** (Great Expectations; a failure stops here and names the
+is prepared once (validated, contacts keyed, split by shard) by one split task per two shards'
+rows and kept for the next nights, so a night prepares only D's files; each shard computed
+alone, then combined; the `shards` param, or one per 4M rows of the window), **audits** (Great Expectations; a failure stops here and names the
 expectation) and **publishes** (replaces D's rows in the warehouse in one transaction). A
 nightly run then **restates** published days of the last `restate_days` whose inputs changed
-(late files) and **prunes** staged runs older than `BILLING_STAGING_KEEP_DAYS` (14).
+(late files) and **prunes** staged runs older than `BILLING_STAGING_KEEP_DAYS` (14), and prepared
+files unused for as long.
 
 *A run bills the UTC date of its logical date*: scheduled and backfill runs bill the start of
 their data interval; a manual run bills the logical date picked in the trigger form (or the

@@ -80,7 +80,7 @@ def write_day(settings, day: dt.date, shards: int = 1):
     from billing_jobs import sequence
 
     folder = sequence.plan(settings, day, shards)
-    for k in range(shards):
+    for k in range(folder.plan.split_tasks):
         sequence.split(settings, folder, k)
     for k in range(shards):
         sequence.write_shard(settings, folder, k)

@@ -142,9 +142,12 @@ def test_a_sharded_day_on_celery_with_two_workers(celery_airflow, tmp_path):
     ran = {name: (logs / f"{name}.log").read_text().count("Executing workload in Celery")
            for name in ("worker-1", "worker-2")}
     assert all(ran.values()), f"both workers run tasks of the day: {ran}"
-    # the run was handed on through the bucket: its folder there, audited, the split copy gone
+    # the run was handed on through the bucket: its folder there, audited, and the files'
+    # prepared pieces there too
     [folder] = location(f"{settings.staging}/{DAY}").iterdir()
-    assert RunFolder(folder).audited() and not (folder / "split").exists()
+    assert RunFolder(folder).audited()
+    assert len(list(location(f"{settings.staging}/prepared").iterdir())) == len(
+        RunFolder(folder).plan.files)
     assert len(list((folder / "shards").iterdir())) == SHARDS
     audited_by = [name for name in ("worker-1", "worker-2") if (tmp_path / name / "gx").exists()]
     assert len(audited_by) == 1, audited_by  # the GX project of the worker that audited

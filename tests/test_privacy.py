@@ -25,6 +25,7 @@ from billing_jobs.config import Settings
 from billing_jobs.errors import ConfigError
 from billing_jobs.generate import generate
 from billing_jobs.pseudonym import contact_key, contact_keys
+from billing_jobs.run_folder import read_arrow
 
 BIN = Path(sys.executable).parent
 START = dt.date(2026, 3, 1)
@@ -93,6 +94,8 @@ def _staged_text(staging: Path) -> str:
     for path in sorted(staging.rglob("*")):
         if path.suffix == ".parquet":
             text.append(repr(pq.read_table(path).to_pylist()))
+        elif path.suffix == ".arrow":  # prepared pieces, compressed: read, not grepped
+            text.append(repr(read_arrow(path).to_pylist()))
         elif path.is_file():
             text.append(path.read_bytes().decode("utf-8", "replace"))
     return "\n".join(text)
@@ -108,7 +111,8 @@ def test_no_phone_number_leaves_the_landing_zone(zone, tmp_path):
     ok = command("run", "--date", str(START), "--to", str(START + dt.timedelta(days=1)), env=env)
     assert ok.returncode == 0, ok.stderr
     outputs.append(ok)
-    # a sharded run that fails after splitting: its split copies (raw rows) must not stay
+    # a sharded run that fails after preparing its files: the prepared pieces stay (for the next
+    # runs), keyed and pseudonymised
     rates = zone / "reference" / "rate_card.csv"
     saved = rates.read_text()
     rates.write_text("\n".join(r for r in saved.splitlines() if not r.startswith("US,")) + "\n")
@@ -149,7 +153,7 @@ def test_no_phone_number_leaves_the_landing_zone(zone, tmp_path):
     assert exported.returncode == 0, exported.stderr
     outputs.append(exported)
 
-    assert not list((tmp_path / "staging").rglob("split"))  # the failed run removed its copy
+    assert list((tmp_path / "staging" / "prepared").glob("*/0.arrow"))  # looked at below
     haystacks = {
         "warehouse": _warehouse_text(env["BILLING_WAREHOUSE_URL"]),
         "staging": _staged_text(tmp_path / "staging"),

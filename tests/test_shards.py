@@ -112,7 +112,7 @@ def test_a_conflict_across_shards_publishes_exactly_the_unsharded_day(landing, t
         runs[n] = RunFolder(f"{where}/s{n}/{day}/{sequence.run_day(settings, day, shards=n)['run_id']}")
         results[n] = published(settings.warehouse_url, day)
     assert results[4] == results[1]
-    assert runs[4].audited() and not (runs[4].path / "split").exists()  # the input's copy is gone
+    assert runs[4].audited()
     assert (runs[4].path / "shards" / "3" / "ids.npy").exists()
     if staging == "s3":
         assert not any((tmp_path / name).exists() for name in ("s1", "s4"))  # nothing local
@@ -152,10 +152,10 @@ def test_shards_read_the_files_of_their_plan_not_a_late_arrival(landing, tmp_pat
     expected = sequence.run_day(dataclasses.replace(
         settings, staging=str(tmp_path / "one")), day)["rows_read"]
     folder = sequence.plan(settings, day, shards=4)
-    with pytest.raises(RunError, match="not split yet"):
+    with pytest.raises(RunError, match="not prepared .*: run the split tasks again"):
         write_shard(folder, 0, settings.contact_key_secret)
-    for k in range(4):
-        split(folder, k)
+    for k in range(folder.plan.split_tasks):
+        split(folder, k, settings.contact_key_secret)
     write_shard(folder, 0, settings.contact_key_secret)
     line = next(f"L{i:04d}" for i in range(1, 100) if shard_of(f"L{i:04d}", 4) != 0)
     late = {"message_id": "late-1", "customer_id": "C001", "line_id": line,
@@ -166,7 +166,6 @@ def test_shards_read_the_files_of_their_plan_not_a_late_arrival(landing, tmp_pat
         write_shard(folder, k, settings.contact_key_secret)
     run = sequence.combine(settings, folder)
     assert run.counts["rows_read"] == expected
-    assert not (folder.path / "split").exists()  # the split copy of the input is gone
     assert run.partitions == folder.plan.partitions == RunFolder(folder.path).run.partitions
 
 
@@ -218,3 +217,74 @@ def test_split_tasks_get_files_dealt_out_by_size():
     parts = deal(rows, 3)
     assert sorted(i for part in parts for i in part) == list(range(len(rows)))
     assert sorted(sum(rows[i] for i in part) // 1_000_000 for part in parts) == [4, 4, 4]
+
+
+def _split_files(folder: RunFolder) -> list[str]:
+    plan = folder.plan
+    return sorted(plan.files[i] for part in plan.split_parts for i in part)
+
+
+def test_a_night_prepares_only_the_files_no_earlier_run_prepared(landing, tmp_path):
+    """D-1's and D-2's files were prepared by the nights before: the night of D prepares D's
+    files alone and publishes the day an unsharded run publishes. A file that changed, or another
+    shard count, is prepared again."""
+    source = tmp_path / "landing"
+    shutil.copytree(landing, source)
+    first, day = START + dt.timedelta(days=1), START + dt.timedelta(days=2)
+    sharded, unsharded = (Settings.resolve(
+        source=str(source), staging=str(tmp_path / name),
+        warehouse_url=f"duckdb:///{tmp_path}/{name}.duckdb") for name in ("sharded", "one"))
+    for settings, shards in ((sharded, 4), (unsharded, 1)):
+        sequence.run_day(settings, first, shards=shards)
+    assert len(list((tmp_path / "sharded" / "prepared").iterdir())) == len(
+        windows.listing(source, first))
+    folder = sequence.plan(sharded, day, shards=4)
+    todays = [str(f) for f in landing_zone.partition_files(source, day)]
+    assert _split_files(folder) == sorted(todays)
+    for settings, shards in ((sharded, 4), (unsharded, 1)):
+        sequence.run_day(settings, day, shards=shards)
+    assert published(sharded.warehouse_url, day) == published(unsharded.warehouse_url, day)
+
+    # a file of D-1 delivered again with one more row: prepared again, and the day follows it
+    changed = next(f for f in landing_zone.partition_files(source, first) if f.suffix == ".csv")
+    owner = {row.split(",")[0]: row.split(",")[1]
+             for row in (source / "reference" / "lines.csv").read_text().split()[1:]}
+    line = next(line for line in owner if shard_of(line, 4) == 3)
+    changed.write_text(changed.read_text() + f"redelivered-1,{owner[line]},{line},+4915100000004,"
+                       f"outbound,template,{first}T23:59:00Z,sent\n")
+    assert _split_files(sequence.plan(sharded, day, shards=4)) == [str(changed)]
+    assert len(_split_files(sequence.plan(sharded, day, shards=3))) == len(
+        windows.listing(source, day))
+    for settings, shards in ((sharded, 4), (unsharded, 1)):
+        sequence.run_day(settings, day, shards=shards)
+    assert published(sharded.warehouse_url, day) == published(unsharded.warehouse_url, day)
+
+
+def test_a_shard_refuses_pieces_pruned_since_its_plan(landing, tmp_path):
+    from billing_jobs import prepared
+    from billing_jobs.run_folder import remove
+
+    day = START + dt.timedelta(days=2)
+    settings = Settings.resolve(source=str(landing), staging=str(tmp_path / "staging"),
+                                warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
+    folder = sequence.plan(settings, day, shards=2)
+    for k in range(folder.plan.split_tasks):
+        sequence.split(settings, folder, k)
+    assert all(prepared.Entry(p).ready() for p in folder.plan.prepared)
+    remove(prepared.Entry(folder.plan.prepared[1]).path)
+    with pytest.raises(RunError, match=f"{folder.plan.files[1]}: not prepared"):
+        sequence.write_shard(settings, folder, 0)
+
+
+def test_a_split_refuses_reference_data_changed_since_the_plan(landing, tmp_path):
+    """Its pieces would be kept under the old reference's key and read by later nights."""
+    source = tmp_path / "landing"
+    shutil.copytree(landing, source)
+    settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
+                                warehouse_url=f"duckdb:///{tmp_path}/w.duckdb")
+    folder = sequence.plan(settings, START + dt.timedelta(days=2), shards=2)
+    lines = source / "reference" / "lines.csv"
+    lines.write_text(lines.read_text() + "L7777,C001,DE\n")
+    with pytest.raises(RunError, match="reference data changed since this run was planned"):
+        sequence.split(settings, folder, 0)
+    assert not list((tmp_path / "staging" / "prepared").glob("*/entry.json"))

@@ -94,3 +94,32 @@ def test_the_dag_task_prunes_with_the_configured_limit(settings, monkeypatch):
     monkeypatch.setenv("BILLING_STAGING_KEEP_DAYS", "3")
     assert orchestration.prune_staging() == [str(staged.folder)]
     assert staged.folder.name == run and not staged.folder.exists()
+
+
+def test_prepared_files_go_when_no_plan_used_them_for_the_limit(settings, capsys):
+    """A file's prepared pieces stay while nights use them (each plan marks them used) and go
+    with the staged runs once no plan has used them for `staging_keep_days`."""
+    from billing_jobs import prepared
+    from billing_jobs.landing import location
+
+    folder = sequence.plan(settings, DAY, shards=2)
+    for k in range(folder.plan.split_tasks):
+        sequence.split(settings, folder, k)
+    [old, *used] = [prepared.Entry(p) for p in folder.plan.prepared]
+    assert used and all(e.ready() for e in (old, *used))
+    for entry in (old, *used):  # written 20 days ago ...
+        info = json.loads((entry.path / "entry.json").read_text())
+        then = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=20)).isoformat()
+        (entry.path / "entry.json").write_text(json.dumps({**info, "used_at": then,
+                                                           "created_at": then}))
+    now = dt.datetime.now(dt.timezone.utc)
+    assert all(e.use(now) for e in used)  # ... and used by tonight's plan, but one
+    assert cli.main(["prune-staging", "--staging", settings.staging]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {old.path} (last used " in out
+    assert "removed the prepared pieces of 1 file(s) unused for as long" in out
+    left = {str(p) for p in location(f"{settings.staging}/prepared").iterdir()}
+    assert left == {str(e.path) for e in used}
+    # the next plan of the day prepares that file again, and only that one
+    again = sequence.plan(settings, DAY, shards=2).plan
+    assert [i for part in again.split_parts for i in part] == [0]
