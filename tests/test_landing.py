@@ -131,3 +131,26 @@ def test_a_line_that_is_no_row_is_quarantined_not_fatal(tmp_path, name, content)
 
 def test_partition_files_of_a_missing_day_are_none(tmp_path):
     assert landing.partition_files(tmp_path, dt.date(2026, 3, 1)) == []
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+def test_parquet_instants_no_backend_holds_are_invalid_others_kept_exactly(tmp_path, unit):
+    """Typed instants outside 1677..2262 (year 9999, year 1) are quarantined; a file holding
+    none of them is converted in one pass, to the same instants."""
+    part = tmp_path / "messages" / "date=2026-03-01"
+    part.mkdir(parents=True)
+    ok = dt.datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC)
+    times = {"m1": ok, "far": dt.datetime(9999, 3, 1, tzinfo=UTC),
+             "early": dt.datetime(1, 3, 1, tzinfo=UTC), "none": None}
+    kind = pa.timestamp(unit, "UTC")
+    for name, chosen in (("mixed", times), ("usual", {"m1": ok})):
+        pq.write_table(pa.table({
+            **{c: [GOOD[c]] * len(chosen) for c in GOOD if c not in ("message_id", "sent_at")},
+            "message_id": list(chosen), "sent_at": pa.array(list(chosen.values()), kind)}),
+            part / f"{name}.parquet")
+        batch = landing.read_files([part / f"{name}.parquet"])
+        assert batch.valid.column("sent_at").to_pylist() == [ok]
+        assert sorted(zip(batch.quarantined.column("message_id").to_pylist(),
+                          batch.quarantined.column("reason").to_pylist())) == sorted(
+            [("early", "invalid_sent_at"), ("far", "invalid_sent_at"),
+             ("none", "missing_sent_at")] if name == "mixed" else [])
