@@ -70,13 +70,16 @@ def _maybe_repeated(hashes: np.ndarray) -> np.ndarray:
     return out
 
 
-def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None) -> Deduplicated:
+def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None,
+                hashes: np.ndarray | None = None) -> Deduplicated:
     """`conflicting`: a mask of the rows known to have a conflicting copy this table cannot see
     (on a line of another shard, or in a partition outside the window: identity.py); each is
-    quarantined as `conflicting_duplicate`, as if the other copy were here too."""
+    quarantined as `conflicting_duplicate`, as if the other copy were here too. `hashes`: the
+    rows' id_hashes if computed already."""
     n = valid.num_rows
     forced = conflicting if conflicting is not None else np.zeros(n, dtype=bool)
-    hashes = id_hashes(valid.column("message_id"))
+    if hashes is None:
+        hashes = id_hashes(valid.column("message_id"))
     repeated = _maybe_repeated(hashes) | forced
     if not repeated.any():
         return Deduplicated(valid, np.arange(n), 0, quarantine_rows(valid.slice(0, 0), [], [], []),

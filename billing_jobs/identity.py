@@ -62,7 +62,8 @@ def settle(batch: Batch, known: Known | None = None, shared: np.ndarray | None =
     n = valid.num_rows
     forced = np.zeros(n, dtype=bool)
     if shared is not None and len(shared):
-        forced |= np.isin(id_hashes(valid.column("message_id")), shared)
+        hashes = batch.hashes if batch.hashes is not None else id_hashes(valid.column("message_id"))
+        forced |= np.isin(hashes, shared)
     reused = np.zeros(n, dtype=bool)
     candidates = set(known.billed) | set(known.conflicts) if known else set()
     if candidates and n:
@@ -84,6 +85,7 @@ def settle(batch: Batch, known: Known | None = None, shared: np.ndarray | None =
         keep = ~reused
         batch = Batch(valid=valid.filter(pa.array(keep)),
                       quarantined=pa.concat_tables([batch.quarantined, records]),
-                      rows_read=batch.rows_read, files=batch.files)
+                      rows_read=batch.rows_read, files=batch.files,
+                      hashes=None if batch.hashes is None else batch.hashes[keep])
         forced = forced[keep]
     return batch, (forced if forced.any() else None)

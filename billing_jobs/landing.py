@@ -78,6 +78,9 @@ class Batch:
     quarantined: pa.Table  # QUARANTINE_SCHEMA
     rows_read: int
     files: list[str]
+    # the valid rows' 64-bit message-id hashes (dedupe.id_hashes), row by row, when a step has
+    # computed them already (a shard does, for combine); else computed where needed
+    hashes: np.ndarray | None = None
 
 
 def location(place: str | Path) -> Path:

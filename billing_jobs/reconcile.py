@@ -51,7 +51,7 @@ class Reconciliation:
 
 def reconcile(batch: Batch, conflicting: np.ndarray | None = None) -> Reconciliation:
     """`conflicting`: a mask of the valid rows with a conflicting copy `batch` does not hold."""
-    deduped = deduplicate(batch.valid, conflicting)
+    deduped = deduplicate(batch.valid, conflicting, batch.hashes)
     starts, anomalies = engine.conversation_starts(deduped.table, deduped.rows)
     result = Reconciliation(
         deduplicated=deduped,

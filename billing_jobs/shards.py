@@ -149,11 +149,6 @@ def read_prepared(plan: Plan, shard: int, reference_hash: str) -> landing.Batch:
     return landing.batch_of(valid, quarantined, plan.files)
 
 
-def id_hashes(valid: pa.Table) -> np.ndarray:
-    """Sorted unique 64-bit hashes of the valid rows' message ids."""
-    return distinct_sorted(np.sort(dedupe.id_hashes(valid.column("message_id"))))
-
-
 BilledLookup = Callable[[pa.ChunkedArray], dict]  # message ids -> {id: billing date of its start}
 
 
@@ -175,7 +170,10 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
     else:
         batch = read_prepared(plan, shard, reference.content_hash)
     clock.lap("extract")
-    hashes = id_hashes(batch.valid) if plan.shards > 1 else np.zeros(0, dtype=np.uint64)
+    ids = np.zeros(0, dtype=np.uint64)  # sorted unique id hashes, for combine
+    if plan.shards > 1:  # hashed once: deduplication and the audit's profile use them too
+        batch.hashes = dedupe.id_hashes(batch.valid.column("message_id"))
+        ids = distinct_sorted(np.sort(batch.hashes))
     window = window_of(plan.billing_date)
     known = identity.Known(
         window=(window[0], window[-1]),
@@ -188,7 +186,7 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
     out = folder.shard_dir(shard)
     for name in SHARD_TABLES:
         folder.write_table(out / f"{name}.parquet", tables[name])
-    folder.save_array(out / "ids.npy", hashes)
+    folder.save_array(out / "ids.npy", ids)
     clock.lap("stage")
     (out / "shard.json").write_text(json.dumps({"shard": shard, "shards": plan.shards,
                                                 "reference_hash": reference.content_hash,
