@@ -19,7 +19,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from billing_jobs import landing, window
@@ -154,63 +156,110 @@ def measure_rerun(impl: str, messages_dir: Path) -> dict:
         shutil.rmtree(scratch)
 
 
+class Worker:
+    """One `bench.worker` process (a LocalExecutor worker: Airflow's SDK loaded, a fork per
+    task) and the files its tasks write their output to."""
+
+    def __init__(self, env: dict, scratch: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", str(ROOT / "dags" / "billing_daily.py")],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, **env})
+        self.out, self.err = (Path(tempfile.mkstemp(dir=scratch, suffix=f".{n}")[1])
+                              for n in ("out", "err"))
+
+    def task(self, *argv: str) -> dict:
+        """Run one task (bench.task's arguments); its JSON line with its own peak RSS."""
+        job = {"argv": argv, "out": str(self.out), "err": str(self.err)}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        if answer["code"]:
+            lines = self.err.read_text().strip().splitlines()
+            raise SystemExit(f"bench: {' '.join(argv)} failed: "
+                             f"{lines[-1] if lines else answer['code']}")
+        result = json.loads(self.out.read_text().strip().splitlines()[-1])
+        result["peak_rss_mib"] = answer["maxrss_kib"] / 1024  # Linux reports KiB
+        return result
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 def measure_sharded(messages_dir: Path, rows_per_shard: int, parallel: int) -> dict:
     """The sharded day as `billing_daily` runs it on a steady night (the files of D-1 and D-2
     prepared by the nights before): plan (one shard per `rows_per_shard` rows of the D-2..D
-    window, as the nightly run decides), the split tasks (D's files) and then the shards
-    (`parallel` at a time, like a LocalExecutor on this machine), combine, audit and publish, each
-    task in its own process. Wall time counts every process start, as Airflow's would; the peak
-    is the largest task's."""
+    window, as the nightly run decides), the two small tasks listing the mapped ones, the split
+    tasks (D's files) and then the shards, combine, audit and publish. Tasks run as a
+    LocalExecutor with `parallel` workers runs them (bench/worker.py): `parallel` at a time, each
+    a process forked from a worker that has Airflow loaded, which imports our package and
+    parses the DAG file. Wall time counts all of that; the peak is the largest task's."""
     day = max(p.name[5:] for p in messages_dir.glob("date=*"))
     scratch = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
     env = {"BILLING_SOURCE": str(messages_dir.parent), "BILLING_STAGING": str(scratch / "staging"),
            "BILLING_WAREHOUSE_URL": f"duckdb:///{scratch}/warehouse.duckdb",
            "BILLING_ROWS_PER_SHARD": str(rows_per_shard)}
+    workers = [Worker(env, scratch) for _ in range(parallel)]
     seconds, peaks = {}, {}
 
     def run(step: str, *args: str) -> dict:
         clock = time.perf_counter()
-        proc = _start(["bench.task", step, *args], env)
-        result = _reap(proc, *os.wait4(proc.pid, 0)[1:])
+        result = workers[0].task(step, *args)
         seconds[step] = time.perf_counter() - clock
         peaks[step] = result["peak_rss_mib"]
         return result
 
-    def mapped(step: str, folder: str, count: int) -> None:
-        clock, todo, running, task_peaks = time.perf_counter(), list(range(count)), {}, []
-        while todo or running:
-            while todo and len(running) < parallel:
-                proc = _start(["bench.task", step, folder, str(todo.pop(0))], env)
-                running[proc.pid] = proc
-            pid, status, usage = os.wait4(-1, 0)
-            task_peaks.append(_reap(running.pop(pid), status, usage)["peak_rss_mib"])
-        seconds[step], peaks[step] = time.perf_counter() - clock, max(task_peaks)
+    def mapped(step: str, tasks: list[tuple[str, ...]]) -> list[dict]:
+        clock = time.perf_counter()
+        with ThreadPoolExecutor(len(workers)) as pool:  # each thread drives one worker
+            free = list(workers)
+            lock = threading.Lock()
 
-    # the night before prepared D-1's and D-2's files (prepared.py): its plan and split tasks,
-    # unmeasured, so that the night measured is a steady one. At steady traffic that night had
-    # as many shards (its window is three days too; here the day before D-2 is missing).
-    before = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
-    if (messages_dir / f"date={before}").is_dir():
-        rows = landing.estimated_rows(window.listing(messages_dir.parent,
-                                                     dt.date.fromisoformat(day)))
-        warm = run("plan", before, str(window.shards_for(sum(rows), rows_per_shard)))["value"]
-        mapped("split", warm, RunFolder(warm).plan.split_tasks)
-        seconds.clear()
-        peaks.clear()
-    started = time.perf_counter()
-    folder = run("plan", day)["value"]
-    plan = RunFolder(folder).plan
-    shards = plan.shards
-    mapped("split", folder, plan.split_tasks)
-    mapped("write_shard", folder, shards)
-    run("combine", folder)
-    run("audit", folder)
-    done = run("publish", folder)["value"]
-    wall = time.perf_counter() - started
-    shutil.rmtree(scratch)
+            def one(argv: tuple[str, ...]) -> dict:
+                with lock:
+                    worker = free.pop()
+                try:
+                    return worker.task(*argv)
+                finally:
+                    with lock:
+                        free.append(worker)
+
+            results = list(pool.map(one, tasks))
+        seconds[step] = time.perf_counter() - clock
+        peaks[step] = max(r["peak_rss_mib"] for r in results)
+        return results
+
+    try:
+        # the night before prepared D-1's and D-2's files (prepared.py): its plan and split
+        # tasks, unmeasured, so that the night measured is a steady one. At steady traffic that
+        # night had as many shards (its window is three days too; here D-3 is missing).
+        before = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+        if (messages_dir / f"date={before}").is_dir():
+            rows = landing.estimated_rows(window.listing(messages_dir.parent,
+                                                         dt.date.fromisoformat(day)))
+            warm = run("plan", before, str(window.shards_for(sum(rows), rows_per_shard)))["value"]
+            mapped("split", [("split", warm, str(k))
+                             for k in range(RunFolder(warm).plan.split_tasks)])
+            seconds.clear()
+            peaks.clear()
+        started = time.perf_counter()
+        folder = run("plan", day)["value"]
+        parts, shards = (r["value"] for r in mapped(
+            "list", [("split_numbers", folder), ("shard_numbers", folder)]))
+        mapped("split", [("split", folder, str(k)) for k in parts])
+        mapped("write_shard", [("write_shard", folder, str(k)) for k in shards])
+        run("combine", folder)
+        run("audit", folder)
+        done = run("publish", folder)["value"]
+        wall = time.perf_counter() - started
+    finally:
+        for worker in workers:
+            worker.close()
+        shutil.rmtree(scratch)
     return {"seconds": wall, "starts": done["starts"], "digest": done["amount"],
             "peak_rss_mib": max(peaks.values()),
-            "stages": {"shards": shards, "parallel": parallel, "seconds": seconds,
+            "stages": {"shards": len(shards), "parallel": parallel, "seconds": seconds,
                        "peak_rss_mib": peaks}}
 
 

@@ -2,6 +2,7 @@
 Airflow task calls (`billing_jobs.orchestration`), so the parent reads that task's own peak RSS.
 
     python -m bench.task plan DAY [SHARDS]      (no SHARDS: as the nightly run decides)
+    python -m bench.task split_numbers|shard_numbers FOLDER
     python -m bench.task split|write_shard FOLDER K
     python -m bench.task combine|audit|publish FOLDER
 
@@ -22,6 +23,8 @@ def main(name: str, *args: str) -> None:
     from billing_jobs import orchestration
 
     task = {"plan": lambda day, shards=None: orchestration.plan(day, shards and int(shards)),
+            "split_numbers": orchestration.split_numbers,
+            "shard_numbers": orchestration.shard_numbers,
             "split": lambda folder, k: orchestration.split(folder, int(k)),
             "write_shard": lambda folder, k: orchestration.write_shard(folder, int(k)),
             "combine": orchestration.combine, "audit": orchestration.audit,
