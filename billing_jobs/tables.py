@@ -78,8 +78,11 @@ def used_dictionary(array: pa.DictionaryArray) -> pa.DictionaryArray:
     """The same values with a dictionary of only those used (a slice of a large array keeps
     all of its dictionary, which a file written from it would hold in full)."""
     codes = pc.fill_null(array.indices, -1).to_numpy(zero_copy_only=False)
-    used = distinct_sorted(np.sort(codes[codes >= 0]))
-    indices = pa.array(np.searchsorted(used, codes).astype(np.int32), mask=codes < 0)
+    present = np.zeros(len(array.dictionary) + 1, dtype=bool)  # the last slot: null rows
+    present[codes] = True  # one pass, no sort
+    used = np.flatnonzero(present[:-1])
+    new_code = np.cumsum(present[:-1], dtype=np.int32) - 1
+    indices = pa.array(new_code[codes], mask=codes < 0)
     return pa.DictionaryArray.from_arrays(indices, array.dictionary.take(pa.array(used)))
 
 

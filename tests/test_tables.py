@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -139,3 +140,16 @@ def test_message_id_check_equals_the_regex_on_every_text(values, offset, chunks)
                        pc.invert(pc.match_substring_regex(column, r"[[:cntrl:]]")))
     assert _is_message_id(column).to_pylist() == expected.to_pylist()
     assert _is_message_id(array).to_pylist() == expected.to_pylist()
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(0, 30))), st.integers(0, 40), st.integers(0, 40))
+def test_a_slice_keeps_its_values_and_only_the_dictionary_it_uses(codes, start, length):
+    """What a prepared piece is written with: a slice of a file's dictionary column."""
+    from billing_jobs.tables import used_dictionary
+
+    values = [None if c is None else f"k{c}" for c in codes]
+    whole = pc.dictionary_encode(pa.array(values + [f"k{c}" for c in range(31)], pa.string()))
+    part = whole.slice(min(start, len(values)), min(length, max(0, len(values) - start)))
+    kept = used_dictionary(part)
+    assert kept.to_pylist() == part.to_pylist()
+    assert sorted(kept.dictionary.to_pylist()) == sorted({v for v in part.to_pylist() if v})
