@@ -99,16 +99,20 @@ class Entry:
              ) -> tuple[pa.Table | None, pa.Table | None]:
         """Shard `shard`'s valid rows of the file (None: it has none) and, for shard 0, the file's
         quarantine records."""
+        gone = RunError(f"{file}: not prepared (its split task has not run, or its pieces were "
+                        f"pruned since the plan): run the split tasks again")
         info = self._info()
         if info is None:
-            raise RunError(f"{file}: not prepared (its split task has not run, or its pieces "
-                           f"were pruned since the plan): run the split tasks again")
+            raise gone
         if info["reference_hash"] != reference_hash:
             raise RunError(f"{file}: prepared with other reference data than this shard reads "
                            f"(the reference changed during the run): run the day again")
-        valid = (read_arrow(self.path / f"{shard}.arrow")
-                 if info["rows"].get(str(shard)) else None)
-        quarantined = read_arrow(self.path / "quarantined.arrow") if shard == 0 else None
+        try:
+            valid = (read_arrow(self.path / f"{shard}.arrow")
+                     if info["rows"].get(str(shard)) else None)
+            quarantined = read_arrow(self.path / "quarantined.arrow") if shard == 0 else None
+        except FileNotFoundError:
+            raise gone from None
         return valid, quarantined
 
     def last_used(self) -> dt.datetime | None:
@@ -133,7 +137,7 @@ def stale(staging: str, keep_days: float, now: dt.datetime) -> list[Entry]:
     old = []
     for path in sorted((p for p in root.iterdir() if p.is_dir()), key=str):
         entry = Entry(str(path))
-        used = entry.last_used()
-        if used is None or used < now - dt.timedelta(days=keep_days):
+        used = entry.last_used()  # None: being written now, or left half-written on a store
+        if used is not None and used < now - dt.timedelta(days=keep_days):
             old.append(entry)
     return old

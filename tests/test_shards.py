@@ -274,6 +274,13 @@ def test_a_shard_refuses_pieces_pruned_since_its_plan(landing, tmp_path):
     remove(prepared.Entry(folder.plan.prepared[1]).path)
     with pytest.raises(RunError, match=f"{folder.plan.files[1]}: not prepared"):
         sequence.write_shard(settings, folder, 0)
+    for k in range(folder.plan.split_tasks):  # as the message says: prepared again
+        sequence.split(settings, folder, k)
+    # a prune that took the pieces but not yet the entry's record of them
+    entry = prepared.Entry(folder.plan.prepared[2])
+    (entry.path / "quarantined.arrow").unlink()
+    with pytest.raises(RunError, match=f"{folder.plan.files[2]}: not prepared"):
+        sequence.write_shard(settings, folder, 0)
 
 
 def test_a_split_refuses_reference_data_changed_since_the_plan(landing, tmp_path):

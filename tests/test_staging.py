@@ -114,12 +114,15 @@ def test_prepared_files_go_when_no_plan_used_them_for_the_limit(settings, capsys
                                                            "created_at": then}))
     now = dt.datetime.now(dt.timezone.utc)
     assert all(e.use(now) for e in used)  # ... and used by tonight's plan, but one
+    writing = location(f"{settings.staging}/prepared/being-written")  # no entry.json yet
+    writing.mkdir(parents=True, exist_ok=True)
+    (writing / "0.arrow").write_bytes(b"a split task is writing this file's pieces")
     assert cli.main(["prune-staging", "--staging", settings.staging]) == 0
     out = capsys.readouterr().out
     assert f"removed {old.path} (last used " in out
     assert "removed the prepared pieces of 1 file(s) unused for as long" in out
     left = {str(p) for p in location(f"{settings.staging}/prepared").iterdir()}
-    assert left == {str(e.path) for e in used}
+    assert left == {str(e.path) for e in used} | {str(writing)}
     # the next plan of the day prepares that file again, and only that one
     again = sequence.plan(settings, DAY, shards=2).plan
     assert [i for part in again.split_parts for i in part] == [0]
