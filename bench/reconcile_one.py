@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -90,11 +91,15 @@ def _day(folder: Path):
 
 def main(impl: str, folder: str, scratch: str | None = None) -> None:
     if impl.startswith("job-"):
+        own = scratch is None  # a first run's warehouse and staging: removed once measured
+        place = Path(tempfile.mkdtemp(prefix="bench-job-")) if own else Path(scratch)
         started = time.perf_counter()
         jobs = {"job-engine": job_engine, "job-duckdb": job_duckdb}
-        starts, amount, stages = jobs[impl](Path(folder), scratch and Path(scratch))
+        starts, amount, stages = jobs[impl](Path(folder), place)
         print(json.dumps({"impl": impl, "seconds": time.perf_counter() - started,
-                          "starts": starts, "digest": amount, "stages": stages}))
+                          "starts": starts, "digest": amount, "stages": stages}), flush=True)
+        if own:
+            shutil.rmtree(place)
         return
     started = time.perf_counter()
     starts = {"engine": run_engine, "duckdb": run_duckdb}[impl](Path(folder))
