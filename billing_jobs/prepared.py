@@ -80,8 +80,7 @@ class Entry:
         self._write_info({**info, "used_at": now.isoformat()})
         return True
 
-    def write(self, file: str, reference_hash: str, pieces: dict[int, pa.Table],
-              quarantined: pa.Table) -> None:
+    def write(self, file: str, pieces: dict[int, pa.Table], quarantined: pa.Table) -> None:
         """Every piece, then entry.json: a task that dies half-way leaves an entry that is not
         ready, prepared again by the next run that needs it. Two runs preparing one file at once
         (a backfill's days share files) write the same bytes, each file replaced whole, and an
@@ -91,12 +90,11 @@ class Entry:
             write_arrow(self.path / f"{k}.arrow", table)
         write_arrow(self.path / "quarantined.arrow", quarantined)
         now = dt.datetime.now(dt.timezone.utc).isoformat()
-        self._write_info({"file": file, "reference_hash": reference_hash, "created_at": now,
-                          "used_at": now, "rows": {str(k): t.num_rows for k, t in pieces.items()},
+        self._write_info({"file": file, "created_at": now, "used_at": now,
+                          "rows": {str(k): t.num_rows for k, t in pieces.items()},
                           "quarantined": quarantined.num_rows})
 
-    def read(self, shard: int, file: str, reference_hash: str
-             ) -> tuple[pa.Table | None, pa.Table | None]:
+    def read(self, shard: int, file: str) -> tuple[pa.Table | None, pa.Table | None]:
         """Shard `shard`'s valid rows of the file (None: it has none) and, for shard 0, the file's
         quarantine records."""
         gone = RunError(f"{file}: not prepared (its split task has not run, or its pieces were "
@@ -104,9 +102,6 @@ class Entry:
         info = self._info()
         if info is None:
             raise gone
-        if info["reference_hash"] != reference_hash:
-            raise RunError(f"{file}: prepared with other reference data than this shard reads "
-                           f"(the reference changed during the run): run the day again")
         try:
             valid = (read_arrow(self.path / f"{shard}.arrow")
                      if info["rows"].get(str(shard)) else None)

@@ -57,7 +57,7 @@ def split_tasks(rows: list[int], todo: list[int], shards: int, rows_per_shard: f
     """The files each split task prepares (file numbers), for files of `rows` estimated rows of
     which those in `todo` are not prepared yet: one task per SPLIT_SHARDS_PER_TASK shards' rows
     of those, never more tasks than such files or shards."""
-    if shards == 1 or not todo:
+    if not todo:  # an unsharded day, or every file prepared before
         return []
     wanted = math.ceil(sum(rows[i] for i in todo) / (SPLIT_SHARDS_PER_TASK * rows_per_shard))
     dealt = deal([rows[i] for i in todo], max(1, min(wanted, shards, len(todo))))
@@ -74,15 +74,22 @@ def split(folder: RunFolder, part: int, secret: str) -> list[int]:
     mine = plan.split_files(part)
     if not mine:  # an unsharded day, or every file prepared before
         return mine
-    reference = load_reference(plan.reference)
-    if reference.content_hash != plan.reference_hash:  # its pieces would be kept under another
-        raise RunError(f"{plan.reference}: the reference data changed since this run was "
-                       f"planned: run the day again")
+    reference = _planned_reference(plan)
     for i in mine:
         entry = prepared.Entry(plan.prepared[i])
         if not entry.ready():
             _prepare(landing.location(plan.files[i]), entry, plan.shards, reference, secret)
     return mine
+
+
+def _planned_reference(plan: Plan) -> Reference:
+    """The reference data a sharded run's split and shard tasks use: the one the plan keyed the
+    prepared pieces by (pieces validated with other data would be kept under its key)."""
+    reference = load_reference(plan.reference)
+    if reference.content_hash != plan.reference_hash:
+        raise RunError(f"{plan.reference}: the reference data changed since this run was "
+                       f"planned: run the day again")
+    return reference
 
 
 def deal(rows: list[int], parts: int) -> list[list[int]]:
@@ -115,7 +122,7 @@ def _prepare(path, entry: prepared.Entry, shards: int, reference: Reference, sec
     starts = np.concatenate([[0], np.cumsum(sizes)])
     ordered = valid.combine_chunks().take(pa.array(order))
     del valid
-    entry.write(str(path), reference.content_hash,
+    entry.write(str(path),
                 {k: _piece(ordered.slice(starts[k], sizes[k]), contact) for k in range(shards)
                  if sizes[k]}, quarantined)
 
@@ -136,12 +143,12 @@ def _shards_of(valid: pa.Table, shards: int) -> np.ndarray:
     return per_value[codes]
 
 
-def read_prepared(plan: Plan, shard: int, reference_hash: str) -> landing.Batch:
+def read_prepared(plan: Plan, shard: int) -> landing.Batch:
     """Shard `shard`'s rows of the plan's files from their prepared pieces, and (shard 0) the
     files' quarantine records: every row read is in exactly one shard's batch."""
     valid, quarantined = [], []
     for file, where in zip(plan.files, plan.prepared, strict=True):
-        rows, bad = prepared.Entry(where).read(shard, file, reference_hash)
+        rows, bad = prepared.Entry(where).read(shard, file)
         if rows is not None:
             valid.append(rows)
         if bad is not None:
@@ -159,16 +166,17 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
     already, and when (identity.py); `shared`: id hashes other shards hold too (combine's second
     phase)."""
     plan = folder.plan
-    reference = load_reference(plan.reference)
     clock = Clock()
     if plan.shards == 1:
+        reference = load_reference(plan.reference)
         batch = landing.read_files([landing.location(f) for f in plan.files],
                                    lines=reference.line_owners)
     elif len(plan.prepared) != len(plan.files):
         raise RunError(f"{folder}: planned by an earlier version (no prepared pieces): run the "
                        f"day again")
     else:
-        batch = read_prepared(plan, shard, reference.content_hash)
+        reference = _planned_reference(plan)
+        batch = read_prepared(plan, shard)
     clock.lap("extract")
     ids = np.zeros(0, dtype=np.uint64)  # sorted unique id hashes, for combine
     if plan.shards > 1:  # hashed once: deduplication and the audit's profile use them too

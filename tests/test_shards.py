@@ -295,3 +295,5 @@ def test_a_split_refuses_reference_data_changed_since_the_plan(landing, tmp_path
     with pytest.raises(RunError, match="reference data changed since this run was planned"):
         sequence.split(settings, folder, 0)
     assert not list((tmp_path / "staging" / "prepared").glob("*/entry.json"))
+    with pytest.raises(RunError, match="reference data changed since this run was planned"):
+        sequence.write_shard(settings, folder, 0)
