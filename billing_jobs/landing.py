@@ -32,7 +32,7 @@ from billing_jobs.contract import (
     TIMESTAMP,
 )
 from billing_jobs.errors import LandingError, redact
-from billing_jobs.tables import constant_dictionary, read_parquet, take_rows
+from billing_jobs.tables import THREADS, constant_dictionary, read_parquet, take_rows
 
 SUFFIXES = (".parquet", ".csv", ".jsonl")
 PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -62,9 +62,7 @@ REASONS = (
 )
 CONFLICTING_DUPLICATE = "conflicting_duplicate"  # decided by deduplication, not here
 
-VALID_SCHEMA = pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS])  # a day's valid rows
-FILE_SCHEMA = VALID_SCHEMA.set(  # one file's valid rows, before the day's contacts are encoded
-    VALID_SCHEMA.get_field_index("contact_id"), pa.field("contact_id", pa.string()))
+VALID_SCHEMA = pa.schema([*MESSAGES_SCHEMA, *SOURCE_COLUMNS])  # a file's or a day's valid rows
 QUARANTINE_SCHEMA = pa.schema(
     [*SOURCE_COLUMNS, ("message_id", pa.string()), ("reason", pa.string()), ("record", pa.string())]
 )
@@ -322,16 +320,23 @@ def read_files(
     partition_date: dt.date | None | str = "infer",
     lines: dict[str, str] | None = None,
 ) -> Batch:
-    """Read and validate files; `partition_date="infer"` takes it from each file's directory."""
-    valid, quarantined = [], []
-    for path in paths:
-        raw = read_raw(path)
+    """Read and validate files; `partition_date="infer"` takes it from each file's directory.
+
+    Files are read and validated side by side on the machine's cores (Arrow's and numpy's
+    kernels run without the GIL); the first unreadable file in `paths` order is the error."""
+    def one(path: Path) -> tuple[pa.Table, pa.Table]:
         day = partition_date_of(path) if partition_date == "infer" else partition_date
-        ok, bad = validate(raw, str(path), day, lines)
-        del raw
-        valid.append(ok)
-        quarantined.append(bad)
-    return batch_of(valid, quarantined, [str(p) for p in paths])
+        return validate(read_raw(path), str(path), day, lines)
+
+    if len(paths) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(len(paths), THREADS)) as pool:
+            results = list(pool.map(one, paths))
+    else:
+        results = [one(p) for p in paths]
+    return batch_of([ok for ok, _ in results], [bad for _, bad in results],
+                    [str(p) for p in paths])
 
 
 def batch_of(valid: list[pa.Table], quarantined: list[pa.Table], files: list[str]) -> Batch:
@@ -339,22 +344,31 @@ def batch_of(valid: list[pa.Table], quarantined: list[pa.Table], files: list[str
     quarantined too), so the rows read are the two counts added."""
     rows = sum(t.num_rows for t in valid) + sum(t.num_rows for t in quarantined)
     return Batch(
-        valid=_compact(pa.concat_tables(valid) if valid else FILE_SCHEMA.empty_table()),
+        valid=_compact(valid),
         quarantined=pa.concat_tables(quarantined) if quarantined else QUARANTINE_SCHEMA.empty_table(),
         rows_read=rows,
         files=files,
     )
 
 
-def _compact(table: pa.Table) -> pa.Table:
+def _compact(tables: list[pa.Table]) -> pa.Table:
     """The day's valid rows with one chunk and one dictionary for every column but message_id:
     rows then share codes for lines and contacts and are cheap to index. message_id stays chunked
-    so its strings are never copied as a whole."""
+    so its strings are never copied as a whole. A file's chunks share its dictionaries, so they
+    are joined per file first (no hashing), then the files' dictionaries unified once each."""
+    if not tables:
+        return VALID_SCHEMA.empty_table()
     columns = {}
-    for name, col in zip(table.column_names, table.columns):
-        if name == "contact_id":
-            col = pc.dictionary_encode(col)
-        columns[name] = col if name == "message_id" else pa.chunked_array([col.combine_chunks()])
+    for name in VALID_SCHEMA.names:
+        if name == "message_id":
+            columns[name] = pa.chunked_array([c for t in tables for c in t.column(name).chunks],
+                                             VALID_SCHEMA.field(name).type)
+            continue
+        field = VALID_SCHEMA.field(name)
+        parts = ([t.column(name).combine_chunks() for t in tables]
+                 if pa.types.is_dictionary(field.type) else
+                 [c for t in tables for c in t.column(name).chunks])
+        columns[name] = pa.chunked_array([pa.chunked_array(parts, field.type).combine_chunks()])
     return pa.table(columns, schema=VALID_SCHEMA)
 
 
@@ -459,6 +473,9 @@ def validate(
         raw = raw.drop_columns([INVALID_ENCODING])
     n = raw.num_rows
     cols = {c: _column(raw, c) for c in CONTRACT_COLUMNS if c != "sent_at"}
+    # contacts encoded once, in one chunk: checked and made canonical per distinct value, and the
+    # day's dictionary is a union of the files' (batch_of), not an encoding of every row again
+    cols["contact_id"] = pc.dictionary_encode(_one_chunk(cols["contact_id"]))
     sent_at, bad_time = parse_sent_at(raw)
     reason = np.zeros(n, dtype=np.int16)  # 0 = valid, k = REASONS[k - 1]
 
@@ -471,14 +488,14 @@ def validate(
         if c == "sent_at":
             flag("missing_sent_at", ~_mask(sent_at.is_valid()) & ~bad_time)
         else:
-            flag(f"missing_{c}", _check(cols[c], lambda v: pc.equal(v, ""), null_as=True))
+            flag(f"missing_{c}", _check(cols[c], _is_empty, null_as=True))
     flag("invalid_message_id", ~_mask(_is_message_id(cols["message_id"]), null_as=True))
     direction, mtype = cols["direction"], cols["message_type"]
     flag("invalid_direction", ~_check(direction, _is_in(DIRECTIONS), null_as=False))
     flag("invalid_message_type", ~_check(mtype, _is_in(MESSAGE_TYPES), null_as=False))
     inbound = _check(direction, lambda v: pc.equal(v, INBOUND), null_as=False)
     flag("inbound_template", inbound & _check(mtype, lambda v: pc.equal(v, TEMPLATE), False))
-    status_given = ~_check(cols["status"], lambda v: pc.equal(v, ""), null_as=True)
+    status_given = ~_check(cols["status"], _is_empty, null_as=True)
     flag("invalid_status", status_given & ~_check(cols["status"], _is_in(STATUSES), False))
     contact_ok = _check(cols["contact_id"], _is_phone_number, null_as=False)
     flag("invalid_contact_id", ~contact_ok)
@@ -508,7 +525,7 @@ def validate(
             "source_file": constant_dictionary(source_file, n),
             "source_row": pa.array(row_numbers, pa.int64()),  # 1-based, as people count
         },
-        schema=FILE_SCHEMA,
+        schema=VALID_SCHEMA,
     )
     bad_idx = np.flatnonzero(reason)
     if len(bad_idx):
@@ -549,21 +566,44 @@ def _row_numbers(n: int, malformed: list[int]) -> np.ndarray:
 
 def canonical_contacts(col: pa.ChunkedArray) -> pa.ChunkedArray:
     """Contact ids in their canonical form: the digits without the optional leading `+`
-    (billing-rules.md, Contacts). Text stays text; a dictionary column is encoded again."""
+    (billing-rules.md, Contacts). Text stays text; a dictionary column stays one, its values made
+    canonical (two spellings of one contact then share one code)."""
     def strip(values):
         plus = pc.starts_with(values, "+")
         return pc.if_else(plus, pc.utf8_slice_codeunits(values, 1), values)
 
     if not pa.types.is_dictionary(col.type):
         return strip(col)
-    # two spellings of one contact must become one code: encode again
-    return pc.dictionary_encode(strip(pc.cast(col, pa.string())))
+    chunks = []
+    for chunk in col.chunks:
+        values = strip(chunk.dictionary)
+        if pc.count_distinct(values).as_py() < len(values):  # "+1" and "1": one code for both
+            encoded = pc.dictionary_encode(values)
+            chunk = pa.DictionaryArray.from_arrays(encoded.indices.take(chunk.indices),
+                                                   encoded.dictionary)
+        else:
+            chunk = pa.DictionaryArray.from_arrays(chunk.indices, values)
+        chunks.append(chunk)
+    return pa.chunked_array(chunks, col.type)
+
+
+def _one_chunk(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The column in one chunk (a CSV file is read as many): encoding it then gives one
+    dictionary, where chunk by chunk each chunk would get its own, growing, one."""
+    return col if col.num_chunks <= 1 else pa.chunked_array([col.combine_chunks()])
+
+
+def _is_empty(values) -> pa.Array:
+    """Empty text, read from the value lengths alone."""
+    return pc.equal(pc.binary_length(values), 0)
 
 
 def _is_message_id(values) -> pa.Array:
     """At most 255 characters and no control character (NUL included): what every backend can
     store and compare the same way."""
-    short = pc.less_equal(pc.utf8_length(values), MAX_MESSAGE_ID)
+    short = pc.less_equal(pc.binary_length(values), MAX_MESSAGE_ID)  # bytes >= characters
+    if not _mask(short, null_as=True).all():  # some are longer in bytes: count characters
+        short = pc.less_equal(pc.utf8_length(values), MAX_MESSAGE_ID)
     if not _may_hold_control_characters(values):  # the usual case: no regex over every id
         return short
     return pc.and_(short, pc.invert(pc.match_substring_regex(values, r"[[:cntrl:]]")))

@@ -8,10 +8,17 @@ numpy 2.4's `np.unique` hashes: ~5 s for 5M random 64-bit values, where sorting 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+# threads a step may run side by side: the cores this process may use, at most 4 (each thread
+# holds its own share of a day in memory)
+THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                     else os.cpu_count() or 1))
+PARALLEL_FROM = 200_000  # rows below which one thread is faster than starting several
 
 
 def read_parquet(source, columns: list[str] | None = None,
