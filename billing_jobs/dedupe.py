@@ -8,14 +8,23 @@ day without duplicates costs one hash pass, and the result is a selection of row
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from billing_jobs.contract import STATUS_RANK
 from billing_jobs.landing import CONFLICTING_DUPLICATE, quarantine_rows
-from billing_jobs.tables import distinct_sorted, take_rows
+from billing_jobs.tables import (
+    PARALLEL_FROM,
+    THREADS,
+    dictionary_codes,
+    distinct_sorted,
+    take_column,
+    take_rows,
+)
 
 IDENTITY = ("customer_id", "line_id", "contact_id", "direction", "message_type", "sent_at")
 TABLE_SIZE = 1 << 22  # _maybe_repeated's filter: 4 MiB, few false candidates below ~1M repeats
@@ -47,14 +56,22 @@ def id_hashes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return hashes.to_numpy()
 
 
-def _maybe_repeated(hashes: np.ndarray) -> np.ndarray:
+def _maybe_repeated(hashes: np.ndarray, halves: bool | None = None) -> np.ndarray:
     """Rows whose message_id *may* occur more than once: equal 64-bit hashes. A superset of the
     true repeats (a hash collision only adds a row to the exact comparison below), found without
-    building a hash table of every id string."""
+    building a hash table of every id string. `halves`: sort the hashes below and above 2**63
+    on two threads (equal hashes are in one half); by default when there are cores for it."""
     if len(hashes) == 0:
         return np.zeros(0, dtype=bool)
-    ordered = np.sort(hashes)
-    twice = distinct_sorted(ordered[1:][ordered[1:] == ordered[:-1]])
+    if halves is None:
+        halves = THREADS > 1 and len(hashes) >= PARALLEL_FROM
+    if halves:
+        high = hashes >= np.uint64(2**63)
+        with ThreadPoolExecutor(2) as pool:
+            twice = np.concatenate(list(pool.map(_repeated_values,
+                                                 (hashes[~high], hashes[high]))))
+    else:
+        twice = _repeated_values(hashes)
     out = np.zeros(len(hashes), dtype=bool)
     if not len(twice):
         return out
@@ -68,6 +85,12 @@ def _maybe_repeated(hashes: np.ndarray) -> np.ndarray:
     pos = np.minimum(np.searchsorted(twice, candidates), len(twice) - 1)
     out[maybe] = twice[pos] == candidates
     return out
+
+
+def _repeated_values(hashes: np.ndarray) -> np.ndarray:
+    """The values that occur more than once, sorted, each once."""
+    ordered = np.sort(hashes)
+    return distinct_sorted(ordered[1:][ordered[1:] == ordered[:-1]])
 
 
 def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None,
@@ -86,21 +109,45 @@ def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None,
                             hashes)
 
     dup_idx = np.flatnonzero(repeated)
-    copies = take_rows(valid, dup_idx).to_pandas()
-    copies["_row"] = dup_idx
-    copies["_rank"] = copies["status"].astype(str).map(STATUS_RANK)
-    identity = copies[["message_id", *IDENTITY]].astype({c: str for c in IDENTITY[:-1]})
-    variants = identity.groupby("message_id")[list(IDENTITY)].nunique().max(axis=1)
-    conflicting = (copies["message_id"].map(variants) > 1).to_numpy() | forced[dup_idx]
+    copies = take_rows(valid, dup_idx, ["message_id", *IDENTITY, "status"])
+    ids, _ = dictionary_codes(copies.column("message_id"))
+    statuses, names = dictionary_codes(copies.column("status"))
+    # (a dictionary may still hold values of rows validation took out: they index no row here)
+    rank = np.array([STATUS_RANK.get(s, -1) for s in names.to_pylist()], dtype=np.int8)[statuses]
+    order = np.lexsort((dup_idx, rank, ids))  # copies of one id together, by rank, then row
+    ids = ids[order]
+    same_id = ids[1:] == ids[:-1]
+    differs = np.zeros(len(order) - 1, dtype=bool)
+    for c in IDENTITY:
+        values = _identity_values(copies.column(c))[order]
+        differs |= values[1:] != values[:-1]
+    group = np.concatenate([[0], np.cumsum(~same_id)])
+    conflicting = np.zeros(group[-1] + 1, dtype=bool)
+    conflicting[group[1:][same_id & differs]] = True  # an id whose copies disagree somewhere
+    rows_in_order = dup_idx[order]
+    bad = conflicting[group] | forced[rows_in_order]
 
-    agreeing = copies[~conflicting].sort_values(["message_id", "_rank", "_row"])
-    kept = agreeing.drop_duplicates("message_id", keep="last")["_row"].to_numpy()
-    bad = copies[conflicting].sort_values("_row")
+    # of each id's agreeing copies, the last in (rank, row) order: the most advanced status
+    agreeing = np.flatnonzero(~bad)
+    last = np.ones(len(agreeing), dtype=bool)
+    last[:-1] = ids[agreeing[1:]] != ids[agreeing[:-1]]
+    kept = rows_in_order[agreeing[last]]
+    bad_rows = np.sort(rows_in_order[bad])
     conflicts = quarantine_rows(
-        take_rows(valid, bad["_row"].to_numpy(), list(valid.column_names[:8])),
-        bad["source_file"].astype(str).tolist(),
-        bad["source_row"].tolist(),
-        [CONFLICTING_DUPLICATE] * len(bad),
+        take_rows(valid, bad_rows, list(valid.column_names[:8])),
+        take_column(valid.column("source_file"), bad_rows).to_pylist(),
+        take_column(valid.column("source_row"), bad_rows).to_pylist(),
+        [CONFLICTING_DUPLICATE] * len(bad_rows),
     )
-    rows = np.sort(np.concatenate([np.flatnonzero(~repeated), kept]))
+    keep = ~repeated
+    keep[kept] = True
+    rows = np.flatnonzero(keep)
     return Deduplicated(valid, rows, len(agreeing) - len(kept), conflicts, hashes)
+
+
+def _identity_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A column of the copies as numbers that are equal exactly when the values are: dictionary
+    codes of text (one dictionary for all rows), int64 of instants."""
+    if pa.types.is_timestamp(column.type):
+        return pc.cast(column, pa.int64()).to_numpy()
+    return dictionary_codes(column)[0]
