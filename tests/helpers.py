@@ -39,10 +39,11 @@ def table_of(messages: list[Message]) -> pa.Table:
                             landing.canonical_contacts(table.column("contact_id")))
 
 
-def engine_result(messages: list[Message]) -> dict:
-    """What the product computes, in a shape comparable with `reference_result`."""
+def engine_result(messages: list[Message], parts: int | None = None) -> dict:
+    """What the product computes, in a shape comparable with `reference_result`; `parts`: the
+    engine's parts computed side by side (its own choice if None)."""
     deduped = deduplicate(table_of(messages))
-    starts, anomalies = engine.conversation_starts(deduped.table, deduped.rows)
+    starts, anomalies = engine.conversation_starts(deduped.table, deduped.rows, parts)
     return {
         "starts": sorted(
             (r["message_id"], r["conversation_type"], r["started_at"], r["line_id"],

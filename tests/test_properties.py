@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from helpers import BASE, LINE_CUSTOMER, engine_result, reference_result
+from helpers import BASE, LINE_CUSTOMER, engine_result, reference_result, table_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing_jobs import landing
+from billing_jobs import engine, landing
+from billing_jobs.dedupe import deduplicate
 from billing_jobs.reconcile import reconcile
 from billing_jobs.reference import Message
 
@@ -53,9 +54,20 @@ def message_logs(draw, max_messages: int = 40) -> list[Message]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(message_logs())
-def test_engine_agrees_with_reference(messages):
-    assert engine_result(messages) == reference_result(messages)
+@given(message_logs(), st.integers(1, 3))
+def test_engine_agrees_with_reference(messages, parts):
+    """In one part or dealt by stream into parts computed side by side."""
+    assert engine_result(messages, parts) == reference_result(messages)
+
+
+@settings(max_examples=100, deadline=None)
+@given(message_logs(), st.integers(2, 4))
+def test_parts_give_the_same_tables(messages, parts):
+    """The starts and anomalies tables, row order included, whatever the number of parts."""
+    deduped = deduplicate(table_of(messages))
+    one = engine.conversation_starts(deduped.table, deduped.rows, parts=1)
+    many = engine.conversation_starts(deduped.table, deduped.rows, parts=parts)
+    assert many[0].equals(one[0]) and many[1].equals(one[1])
 
 
 @settings(max_examples=200, deadline=None)
