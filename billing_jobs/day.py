@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from billing_jobs import identity, landing
 from billing_jobs.pricing import price_starts
-from billing_jobs.pseudonym import contact_keys, pseudonymised_records
+from billing_jobs.pseudonym import pseudonymised_records
 from billing_jobs.reconcile import reconcile
 from billing_jobs.reference_data import Reference
 from billing_jobs.tables import dictionary_codes, distinct_sorted, take_column
@@ -41,16 +41,15 @@ class Clock:
 
 def compute(reference: Reference, day: dt.date, batch: landing.Batch, secret: str,
             clock: Clock | None = None, known: identity.Known | None = None,
-            shared: np.ndarray | None = None, keyed: bool = False
-            ) -> tuple[dict[str, pa.Table], dict]:
-    """The day's tables as staged (before the run id is added) and the run's counts. `known`:
-    what other runs know of this batch's ids; `shared`: id hashes other shards also hold;
-    `keyed`: the batch's contact ids are contact keys already and its quarantine records
-    pseudonymised (prepared pieces, prepared.py)."""
+            shared: np.ndarray | None = None) -> tuple[dict[str, pa.Table], dict]:
+    """The day's tables as staged (before the run id is added) and the run's counts, from a batch
+    of prepared pieces (prepared.py): its contact ids are contact keys already and its quarantine
+    records pseudonymised. `known`: what other runs know of this batch's ids; `shared`: id
+    hashes other shards also hold."""
     clock = clock or Clock()
 
-    def keys(contacts: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-        return pc.cast(contacts, pa.string()) if keyed else contact_keys(contacts, secret)
+    def keys(contacts: pa.ChunkedArray) -> pa.ChunkedArray:  # contact ids that are keys: as text
+        return pc.cast(contacts, pa.string())
 
     batch, conflicting = identity.settle(batch, known, shared)
     result = reconcile(batch, conflicting)
@@ -62,7 +61,7 @@ def compute(reference: Reference, day: dt.date, batch: landing.Batch, secret: st
     anomalies = result.anomalies.filter(on_day(result.anomalies.column("sent_at"), day))
     quarantined = result.quarantined.select(QUARANTINE_COLUMNS)
     quarantined = quarantined.set_column(2, "record", pseudonymised_records(
-        quarantined.column("record"), secret, keyed))
+        quarantined.column("record"), secret, keyed=True))
     tables = {
         "conversation_starts": priced.select(STARTS_COLUMNS),
         "session_anomalies": pa.table({

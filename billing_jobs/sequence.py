@@ -42,21 +42,19 @@ def plan(settings: Settings, day: dt.date, shards: int | None = None,
          run_id: str | None = None) -> RunFolder:
     """The run folder with plan.json: the files of D-2..D as they are now (a late file that lands
     while the run goes on waits for the next run), their fingerprints, the number of shards
-    (None: one per `rows_per_shard` rows of the window), and, for a sharded day, where each
-    file's prepared pieces are and which files the split tasks must prepare (those no earlier
-    run prepared)."""
+    (None: one per `rows_per_shard` rows of the window), where each file's prepared pieces are
+    and which files the split tasks must prepare (those no earlier run prepared: a steady night
+    prepares D's files only, sharded or not)."""
     started = dt.datetime.now(dt.timezone.utc)
     source = window.require_partition(settings.source, day)
     files, partitions, digests = window.files_and_fingerprints(source, day)
     rows = landing.estimated_rows(files)
     count = shards or window.shards_for(sum(rows), settings.rows_per_shard)
-    places, todo, reference_hash = [], [], ""
-    if count > 1:
-        reference_hash = load_reference(settings.reference).content_hash
-        places = [prepared.entry_place(settings.staging, str(f), digest, reference_hash,
-                                       settings.contact_key_secret, count)
-                  for f, digest in zip(files, digests, strict=True)]
-        todo = [i for i, where in enumerate(places) if not prepared.Entry(where).use(started)]
+    reference_hash = load_reference(settings.reference).content_hash
+    places = [prepared.entry_place(settings.staging, str(f), digest, reference_hash,
+                                   settings.contact_key_secret, count)
+              for f, digest in zip(files, digests, strict=True)]
+    todo = [i for i, where in enumerate(places) if not prepared.Entry(where).use(started)]
     conflicts: dict[str, list[str]] = {}
     for row in warehouse.read_job_query(
             settings.warehouse_url, settings.schema, settings.lock_wait_s,

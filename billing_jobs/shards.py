@@ -2,9 +2,9 @@
 prepared once (read, validated, contacts keyed, valid rows split by shard) and kept for the next
 nights that read it (prepared.py); each shard then reads only its rows, is reconciled and priced
 on its own, and the shards are combined into one staged run that is audited and published. An
-unsharded day is a plan with one shard: its shard reads the plan's files whole and nothing is
-prepared. Streams never cross shards (a stream is one line and one contact), so the rules
-give the same result for every N.
+unsharded day is a plan with one shard, prepared the same way (a steady night of
+`billing-jobs run` then reads D-1 and D-2 from their pieces too). Streams never cross shards (a
+stream is one line and one contact), so the rules give the same result for every N.
 
 One thing does cross lines: copies of one `message_id` on two lines are a conflicting duplicate
 (billing-rules.md), which no single shard can see when the lines fall in different shards. Each
@@ -22,6 +22,7 @@ import json
 import math
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from billing_jobs.errors import RunError
 from billing_jobs.pseudonym import keyed_contacts, pseudonymised_records
 from billing_jobs.reference_data import Reference, load_reference
 from billing_jobs.run_folder import Plan, RunFolder, StagedRun
-from billing_jobs.tables import distinct_sorted, release_memory, used_dictionary
+from billing_jobs.tables import THREADS, distinct_sorted, release_memory, used_dictionary
 from billing_jobs.window import partitions_read as window_of
 
 SHARD_TABLES = ("conversation_starts", "session_anomalies", "quarantined_messages",
@@ -50,6 +51,9 @@ def shard_of(line_id: str | None, shards: int) -> int:
 # A split task prepares about this many shards' worth of rows: preparing a row costs a fraction
 # of computing it, so fewer split tasks than shards pay fewer process starts (~2 s each).
 SPLIT_SHARDS_PER_TASK = 2
+# A split task prepares its files side by side when none has more rows than this; otherwise one at
+# a time (preparing a 4M-row file takes ~1.5 GiB, and a task stays under 4 GiB).
+SIDE_BY_SIDE_ROWS = 2_000_000
 
 
 def split_tasks(rows: list[int], todo: list[int], shards: int, rows_per_shard: float
@@ -57,7 +61,7 @@ def split_tasks(rows: list[int], todo: list[int], shards: int, rows_per_shard: f
     """The files each split task prepares (file numbers), for files of `rows` estimated rows of
     which those in `todo` are not prepared yet: one task per SPLIT_SHARDS_PER_TASK shards' rows
     of those, never more tasks than such files or shards."""
-    if not todo:  # an unsharded day, or every file prepared before
+    if not todo:  # every file prepared before
         return []
     wanted = math.ceil(sum(rows[i] for i in todo) / (SPLIT_SHARDS_PER_TASK * rows_per_shard))
     dealt = deal([rows[i] for i in todo], max(1, min(wanted, shards, len(todo))))
@@ -72,13 +76,21 @@ def split(folder: RunFolder, part: int, secret: str) -> list[int]:
     shards. A file another run prepared meanwhile is left as it is. Returns the file numbers."""
     plan = folder.plan
     mine = plan.split_files(part)
-    if not mine:  # an unsharded day, or every file prepared before
+    if not mine:  # every file prepared before
         return mine
     reference = _planned_reference(plan)
-    for i in mine:
-        entry = prepared.Entry(plan.prepared[i])
-        if not entry.ready():
-            _prepare(landing.location(plan.files[i]), entry, plan.shards, reference, secret)
+    todo = [i for i in mine if not prepared.Entry(plan.prepared[i]).ready()]
+
+    def one(i: int) -> None:
+        _prepare(landing.location(plan.files[i]), prepared.Entry(plan.prepared[i]), plan.shards,
+                 reference, secret)
+
+    # small files side by side, one per core; a large one alone (memory): the first failed file
+    # in plan order is the error
+    rows = landing.estimated_rows([landing.location(plan.files[i]) for i in todo])
+    threads = THREADS if rows and max(rows) <= SIDE_BY_SIDE_ROWS else 1
+    with ThreadPoolExecutor(max(1, min(threads, len(todo)))) as pool:
+        list(pool.map(one, todo))
     return mine
 
 
@@ -167,11 +179,7 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
     phase)."""
     plan = folder.plan
     clock = Clock()
-    if plan.shards == 1:
-        reference = load_reference(plan.reference)
-        batch = landing.read_files([landing.location(f) for f in plan.files],
-                                   lines=reference.line_owners)
-    elif len(plan.prepared) != len(plan.files):
+    if len(plan.prepared) != len(plan.files):
         raise RunError(f"{folder}: planned by an earlier version (no prepared pieces): run the "
                        f"day again")
     else:
@@ -189,8 +197,7 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
         billed=billed(batch.valid.column("message_id")) if billed else {},
         conflicts={m: {dt.date.fromisoformat(d) for d in days}
                    for m, days in plan.conflicts.items()})
-    tables, counts = compute(reference, plan.billing_date, batch, secret, clock, known, shared,
-                             keyed=plan.shards > 1)
+    tables, counts = compute(reference, plan.billing_date, batch, secret, clock, known, shared)
     out = folder.shard_dir(shard)
     for name in SHARD_TABLES:
         folder.write_table(out / f"{name}.parquet", tables[name])

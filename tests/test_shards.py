@@ -226,8 +226,8 @@ def _split_files(folder: RunFolder) -> list[str]:
 
 def test_a_night_prepares_only_the_files_no_earlier_run_prepared(landing, tmp_path):
     """D-1's and D-2's files were prepared by the nights before: the night of D prepares D's
-    files alone and publishes the day an unsharded run publishes. A file that changed, or another
-    shard count, is prepared again."""
+    files alone and publishes the day an unsharded run publishes, and so does an unsharded night
+    (one shard). A file that changed, or another shard count, is prepared again."""
     source = tmp_path / "landing"
     shutil.copytree(landing, source)
     first, day = START + dt.timedelta(days=1), START + dt.timedelta(days=2)
@@ -241,6 +241,7 @@ def test_a_night_prepares_only_the_files_no_earlier_run_prepared(landing, tmp_pa
     folder = sequence.plan(sharded, day, shards=4)
     todays = [str(f) for f in landing_zone.partition_files(source, day)]
     assert _split_files(folder) == sorted(todays)
+    assert _split_files(sequence.plan(unsharded, day, shards=1)) == sorted(todays)
     for settings, shards in ((sharded, 4), (unsharded, 1)):
         sequence.run_day(settings, day, shards=shards)
     assert published(sharded.warehouse_url, day) == published(unsharded.warehouse_url, day)
@@ -253,6 +254,7 @@ def test_a_night_prepares_only_the_files_no_earlier_run_prepared(landing, tmp_pa
     changed.write_text(changed.read_text() + f"redelivered-1,{owner[line]},{line},+4915100000004,"
                        f"outbound,template,{first}T23:59:00Z,sent\n")
     assert _split_files(sequence.plan(sharded, day, shards=4)) == [str(changed)]
+    assert _split_files(sequence.plan(unsharded, day, shards=1)) == [str(changed)]
     assert len(_split_files(sequence.plan(sharded, day, shards=3))) == len(
         windows.listing(source, day))
     for settings, shards in ((sharded, 4), (unsharded, 1)):
