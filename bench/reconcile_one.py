@@ -1,8 +1,10 @@
 """One measured reconcile in its own process, so the parent can read its peak RSS.
 
-`python -m bench.reconcile_one engine|duckdb|job-engine|job-duckdb MESSAGES_DIR [SCRATCH]` prints
-one JSON line. The jobs write into a warehouse under SCRATCH (a new folder if not given): given
-one that holds the day already, the job is a re-run that replaces it."""
+`python -m bench.reconcile_one engine|duckdb|job-engine|job-duckdb|job-night-before MESSAGES_DIR
+[SCRATCH]` prints one JSON line. The jobs write into a warehouse under SCRATCH (a new folder if
+not given): given one that holds the day already, the job is a re-run that replaces it;
+job-night-before leaves there what the night before would have (D-1's and D-2's files
+prepared)."""
 
 from __future__ import annotations
 
@@ -47,6 +49,23 @@ def job_engine(folder: Path, scratch: Path | None = None):
     finally:
         auditor.stop()
     return done["starts_on_day"], str(done["amount"].normalize()), done["seconds"]
+
+
+def night_before(folder: Path, scratch: Path):
+    """What the night before left in the staging area under `scratch`: D-1's plan and split,
+    which prepared the files of D-2 and D-1 (prepared.py) as a steady night finds them. Its
+    window is three days too (here D-3 is missing, which a plan allows)."""
+    import datetime as dt
+
+    from billing_jobs import sequence
+    from billing_jobs.config import Settings
+
+    settings = Settings.resolve(source=str(folder.parent), staging=str(scratch / "staging"),
+                                warehouse_url=f"duckdb:///{scratch}/warehouse.duckdb")
+    run = sequence.plan(settings, _day(folder) - dt.timedelta(days=1), shards=1)
+    for part in range(run.plan.split_tasks):
+        sequence.split(settings, run, part)
+    return 0, "", {}
 
 
 def job_duckdb(folder: Path, scratch: Path | None = None):
@@ -94,7 +113,8 @@ def main(impl: str, folder: str, scratch: str | None = None) -> None:
         own = scratch is None  # a first run's warehouse and staging: removed once measured
         place = Path(tempfile.mkdtemp(prefix="bench-job-")) if own else Path(scratch)
         started = time.perf_counter()
-        jobs = {"job-engine": job_engine, "job-duckdb": job_duckdb}
+        jobs = {"job-engine": job_engine, "job-duckdb": job_duckdb,
+                "job-night-before": night_before}
         starts, amount, stages = jobs[impl](Path(folder), place)
         print(json.dumps({"impl": impl, "seconds": time.perf_counter() - started,
                           "starts": starts, "digest": amount, "stages": stages}), flush=True)
