@@ -26,14 +26,16 @@ def test_constants_of_other_types():
 
 
 # hashes drawn from few values, and values sharing their low bits with others (the filter's
-# table index), so that repeats, near-misses and collisions of the filter all occur
+# table index), so that repeats, near-misses and collisions of the filter all occur, in both
+# halves of the range (sorted on two threads)
 _HASHES = st.lists(st.one_of(st.integers(0, 40), st.integers(0, 2**64 - 1),
                              st.integers(0, 40).map(lambda k: k + (1 << 22) * 3),
-                             st.integers(0, 40).map(lambda k: k + (1 << 40))), max_size=300)
+                             st.integers(0, 40).map(lambda k: k + (1 << 40)),
+                             st.integers(0, 40).map(lambda k: k + (1 << 63))), max_size=300)
 
 
-@given(_HASHES)
-def test_maybe_repeated_marks_exactly_the_hashes_that_occur_more_than_once(values):
+@given(_HASHES, st.booleans())
+def test_maybe_repeated_marks_exactly_the_hashes_that_occur_more_than_once(values, halves):
     import collections
 
     import numpy as np
@@ -42,7 +44,7 @@ def test_maybe_repeated_marks_exactly_the_hashes_that_occur_more_than_once(value
 
     hashes = np.array(values, dtype=np.uint64)
     counts = collections.Counter(values)
-    assert _maybe_repeated(hashes).tolist() == [counts[v] > 1 for v in values]
+    assert _maybe_repeated(hashes, halves).tolist() == [counts[v] > 1 for v in values]
 
 
 # the accepted-messages profile as it was first written, in SQL: the definition the numpy count
