@@ -50,7 +50,12 @@ def _sort_key(stream: np.ndarray, sent: np.ndarray, outbound: np.ndarray) -> np.
                 if u == 1 or not (offset[::97] % u).any() and not (offset % u).any())
     slots = (int(offset.max()) // unit + 1) * 2
     if (int(stream.max()) + 1) * slots < 2**62:
-        key = stream.astype(np.int64) * slots + (offset // unit) * 2 + outbound
+        key = stream.astype(np.int64)  # stream * slots + (offset // unit) * 2 + outbound,
+        key *= slots  # in place: a day's arrays are large
+        offset //= unit
+        offset *= 2
+        key += offset
+        key += outbound
         return np.argsort(key)  # equal keys are re-ordered by message_id afterwards
     return np.lexsort((sent * 2 + outbound, stream))  # sent < 2**62 ns, i.e. before 2116
 
@@ -78,12 +83,12 @@ def processing_order(stream, sent, outbound, message_ids: pa.ChunkedArray, rows:
 
 def _latest_before(flag: np.ndarray, first_of_stream: np.ndarray) -> np.ndarray:
     """For each row, the index of the latest earlier row of its stream with `flag`, else -1."""
-    idx = np.where(flag, np.arange(len(flag)), -1)
-    latest = np.maximum.accumulate(idx) if len(idx) else idx
-    before = np.empty_like(latest)
-    before[:1] = -1
-    before[1:] = latest[:-1]
-    return np.where(before >= first_of_stream, before, -1)
+    before = np.full(len(flag), -1, dtype=np.int64)  # row i looks at rows 0..i-1: shifted by one
+    if len(flag) > 1:
+        np.copyto(before[1:], np.arange(len(flag) - 1), where=flag[:-1])
+        np.maximum.accumulate(before, out=before)  # in place: a day's arrays are large
+    before[before < first_of_stream] = -1
+    return before
 
 
 def conversation_starts(messages: pa.Table, rows: np.ndarray | None = None,
