@@ -8,7 +8,6 @@ day without duplicates costs one hash pass, and the result is a selection of row
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ from billing_jobs.tables import (
     THREADS,
     dictionary_codes,
     distinct_sorted,
+    side_by_side,
     take_column,
     take_rows,
 )
@@ -67,9 +67,7 @@ def _maybe_repeated(hashes: np.ndarray, halves: bool | None = None) -> np.ndarra
         halves = THREADS > 1 and len(hashes) >= PARALLEL_FROM
     if halves:
         high = hashes >= np.uint64(2**63)
-        with ThreadPoolExecutor(2) as pool:
-            twice = np.concatenate(list(pool.map(_repeated_values,
-                                                 (hashes[~high], hashes[high]))))
+        twice = np.concatenate(side_by_side(_repeated_values, (hashes[~high], hashes[high]), 2))
     else:
         twice = _repeated_values(hashes)
     out = np.zeros(len(hashes), dtype=bool)

@@ -13,8 +13,6 @@ Only the rows that end up charged are looked up as strings again.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +27,14 @@ from billing_jobs.contract import (
     TEMPLATE,
     USER_INITIATED,
 )
-from billing_jobs.tables import PARALLEL_FROM, THREADS, dictionary_codes, take_column, take_rows
+from billing_jobs.tables import (
+    PARALLEL_FROM,
+    THREADS,
+    dictionary_codes,
+    side_by_side,
+    take_column,
+    take_rows,
+)
 
 DAY_NS = 24 * 3600 * 10**9
 
@@ -125,11 +130,10 @@ def conversation_starts(messages: pa.Table, rows: np.ndarray | None = None,
         part = (stream % parts).astype(np.uint8)
         by_part = np.argsort(part, kind="stable")  # a radix sort: one pass
         bounds = np.cumsum(np.bincount(part, minlength=parts))[:-1]
-        with ThreadPoolExecutor(parts) as pool:
-            results = list(pool.map(one, np.split(by_part, bounds)))
+        results = side_by_side(one, np.split(by_part, bounds), parts)
         charged, user, outside = (np.concatenate(r) for r in zip(*results, strict=True))
-    else:
-        charged, user, outside = one(np.arange(len(rows)))
+    else:  # the arrays themselves, not copies taken through every position
+        charged, user, outside = _charges(stream, sent, inbound, template, rows, ids)
 
     starts = _strings(take_rows(messages, charged, list(STARTS_SCHEMA.names[:4]) + ["sent_at"]))
     starts["conversation_type"] = pa.array(

@@ -32,7 +32,7 @@ from billing_jobs.contract import (
     TIMESTAMP,
 )
 from billing_jobs.errors import LandingError, redact
-from billing_jobs.tables import THREADS, constant_dictionary, read_parquet, take_rows
+from billing_jobs.tables import constant_dictionary, read_parquet, side_by_side, take_rows
 
 SUFFIXES = (".parquet", ".csv", ".jsonl")
 PARTITION_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -328,13 +328,7 @@ def read_files(
         day = partition_date_of(path) if partition_date == "infer" else partition_date
         return validate(read_raw(path), str(path), day, lines)
 
-    if len(paths) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(len(paths), THREADS)) as pool:
-            results = list(pool.map(one, paths))
-    else:
-        results = [one(p) for p in paths]
+    results = side_by_side(one, paths)
     return batch_of([ok for ok, _ in results], [bad for _, bad in results],
                     [str(p) for p in paths])
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -41,7 +40,7 @@ from billing_jobs.landing import (
     quarantine_rows,
     read_raw,
 )
-from billing_jobs.tables import constant, constant_dictionary, first_of_runs
+from billing_jobs.tables import constant, constant_dictionary, first_of_runs, side_by_side
 
 FOLDER = "provider_conversations"
 COLUMNS = ("conversation_id", "line_id", "contact_id", "conversation_type", "opened_at",
@@ -103,11 +102,10 @@ def read(source: str | Path, days: list[dt.date], lines: set[str]) -> ProviderBa
         return (lines_read, *validate(raw, str(path), day, lines))
 
     # files side by side: Arrow's kernels release the GIL, and each file is its own work
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for (day, _), (lines_read, ok, bad) in zip(files, pool.map(lambda f: one(*f), files)):
-            rows[day] += lines_read
-            valid.append(ok)
-            quarantined.append(bad)
+    for (day, _), (lines_read, ok, bad) in zip(files, side_by_side(lambda f: one(*f), files, 2)):
+        rows[day] += lines_read
+        valid.append(ok)
+        quarantined.append(bad)
     table = pa.concat_tables(valid) if valid else VALID_SCHEMA.empty_table()
     bad = pa.concat_tables(quarantined) if quarantined else _quarantine_schema().empty_table()
     table, conflicts, _ = deduplicate(table)

@@ -69,13 +69,15 @@ class Plan:
     shards: int
     # ids with a conflicting copy found by another day's run: id -> partitions (identity.py)
     conflicts: dict[str, list[str]] = field(default_factory=dict)
-    # where each file's prepared pieces are kept (prepared.py; empty in an unsharded plan), and
-    # the reference data's hash they are kept under
+    # where each file's prepared pieces are kept (prepared.py), and the reference data's hash
+    # they are kept under
     prepared: list[str] = field(default_factory=list)
     reference_hash: str = ""
     # the file numbers each split task prepares, dealt out by size: only the files whose pieces
-    # were not prepared already (shards.split_tasks; empty in an unsharded plan)
+    # were not prepared already (shards.split_tasks), and whether a task may prepare its files
+    # side by side (none is large; False in a plan of an earlier version: one at a time)
     split_parts: list[list[int]] = field(default_factory=list)
+    split_side_by_side: bool = False
 
     @property
     def split_tasks(self) -> int:

@@ -62,12 +62,13 @@ def plan(settings: Settings, day: dt.date, shards: int | None = None,
             first_day=day - dt.timedelta(days=2 * window.LOOK_BACK_DAYS),
             last_day=day + dt.timedelta(days=window.LOOK_BACK_DAYS)):
         conflicts.setdefault(row["message_id"], []).append(str(row["partition_date"])[:10])
+    split_parts, side_by_side = sharding.split_tasks(rows, todo, count, settings.rows_per_shard)
     return RunFolder.create(settings.staging, Plan(
         run_id=run_id or new_run_id(day, started), billing_date=day, started_at=started,
         source=str(source), reference=str(settings.reference), partitions=partitions,
         files=[str(f) for f in files], shards=count, conflicts=conflicts, prepared=places,
         reference_hash=reference_hash,
-        split_parts=sharding.split_tasks(rows, todo, count, settings.rows_per_shard)))
+        split_parts=split_parts, split_side_by_side=side_by_side))
 
 
 def split(settings: Settings, folder: RunFolder, part: int) -> list[int]:

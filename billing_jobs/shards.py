@@ -22,7 +22,6 @@ import json
 import math
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,13 @@ from billing_jobs.errors import RunError
 from billing_jobs.pseudonym import keyed_contacts, pseudonymised_records
 from billing_jobs.reference_data import Reference, load_reference
 from billing_jobs.run_folder import Plan, RunFolder, StagedRun
-from billing_jobs.tables import THREADS, distinct_sorted, release_memory, used_dictionary
+from billing_jobs.tables import (
+    THREADS,
+    distinct_sorted,
+    release_memory,
+    side_by_side,
+    used_dictionary,
+)
 from billing_jobs.window import partitions_read as window_of
 
 SHARD_TABLES = ("conversation_starts", "session_anomalies", "quarantined_messages",
@@ -57,15 +62,17 @@ SIDE_BY_SIDE_ROWS = 2_000_000
 
 
 def split_tasks(rows: list[int], todo: list[int], shards: int, rows_per_shard: float
-                ) -> list[list[int]]:
+                ) -> tuple[list[list[int]], bool]:
     """The files each split task prepares (file numbers), for files of `rows` estimated rows of
     which those in `todo` are not prepared yet: one task per SPLIT_SHARDS_PER_TASK shards' rows
-    of those, never more tasks than such files or shards."""
+    of those, never more tasks than such files or shards; and whether a task may prepare its
+    files side by side (none over SIDE_BY_SIDE_ROWS)."""
     if not todo:  # every file prepared before
-        return []
+        return [], False
     wanted = math.ceil(sum(rows[i] for i in todo) / (SPLIT_SHARDS_PER_TASK * rows_per_shard))
     dealt = deal([rows[i] for i in todo], max(1, min(wanted, shards, len(todo))))
-    return [[todo[j] for j in part] for part in dealt]
+    return ([[todo[j] for j in part] for part in dealt],
+            max(rows[i] for i in todo) <= SIDE_BY_SIDE_ROWS)
 
 
 def split(folder: RunFolder, part: int, secret: str) -> list[int]:
@@ -85,17 +92,13 @@ def split(folder: RunFolder, part: int, secret: str) -> list[int]:
         _prepare(landing.location(plan.files[i]), prepared.Entry(plan.prepared[i]), plan.shards,
                  reference, secret)
 
-    # small files side by side, one per core; a large one alone (memory): the first failed file
-    # in plan order is the error
-    rows = landing.estimated_rows([landing.location(plan.files[i]) for i in todo])
-    threads = THREADS if rows and max(rows) <= SIDE_BY_SIDE_ROWS else 1
-    with ThreadPoolExecutor(max(1, min(threads, len(todo)))) as pool:
-        list(pool.map(one, todo))
+    # small files side by side, one per core; large ones one at a time (memory: split_tasks)
+    side_by_side(one, todo, THREADS if plan.split_side_by_side else 1)
     return mine
 
 
 def _planned_reference(plan: Plan) -> Reference:
-    """The reference data a sharded run's split and shard tasks use: the one the plan keyed the
+    """The reference data a run's split and shard tasks use: the one the plan keyed the
     prepared pieces by (pieces validated with other data would be kept under its key)."""
     reference = load_reference(plan.reference)
     if reference.content_hash != plan.reference_hash:
@@ -182,9 +185,8 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
     if len(plan.prepared) != len(plan.files):
         raise RunError(f"{folder}: planned by an earlier version (no prepared pieces): run the "
                        f"day again")
-    else:
-        reference = _planned_reference(plan)
-        batch = read_prepared(plan, shard)
+    reference = _planned_reference(plan)
+    batch = read_prepared(plan, shard)
     clock.lap("extract")
     ids = np.zeros(0, dtype=np.uint64)  # sorted unique id hashes, for combine
     if plan.shards > 1:  # hashed once: deduplication and the audit's profile use them too

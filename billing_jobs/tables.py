@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+T = TypeVar("T")
+R = TypeVar("R")
 # threads a step may run side by side: the cores this process may use, at most 4 (each thread
 # holds its own share of a day in memory)
 THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                      else os.cpu_count() or 1))
 PARALLEL_FROM = 200_000  # rows below which one thread is faster than starting several
+
+
+def side_by_side(work: Callable[[T], R], items: Iterable[T], threads: int = THREADS) -> list[R]:
+    """`[work(x) for x in items]` on up to `threads` threads (Arrow's and numpy's kernels release
+    the GIL): results in the order of `items`, and the first failure in that order is raised."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        return [work(x) for x in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(work, items))
 
 
 def read_parquet(source, columns: list[str] | None = None,

@@ -219,6 +219,17 @@ def test_split_tasks_get_files_dealt_out_by_size():
     assert sorted(sum(rows[i] for i in part) // 1_000_000 for part in parts) == [4, 4, 4]
 
 
+def test_split_tasks_prepare_small_files_side_by_side_and_large_ones_alone():
+    """Two 4M-row files at once would take a split task past its memory; small ones share the
+    cores. Decided at plan time from the row counts the plan has (no footers read again)."""
+    from billing_jobs.shards import split_tasks
+
+    rows = [4_000_000, 300_000, 20, 4_000_000, 10]
+    assert split_tasks(rows, [1, 2, 4], 4, 4_000_000) == ([[1, 2, 4]], True)
+    assert split_tasks(rows, [0, 1, 3], 4, 4_000_000)[1] is False
+    assert split_tasks(rows, [], 4, 4_000_000) == ([], False)
+
+
 def _split_files(folder: RunFolder) -> list[str]:
     plan = folder.plan
     return sorted(plan.files[i] for part in plan.split_parts for i in part)
