@@ -84,9 +84,10 @@ def combine(settings: Settings, folder: RunFolder) -> StagedRun:
 
 
 def _billed(settings: Settings):
-    """Which of some message ids are billed as starts already, and on which date."""
-    return lambda ids: warehouse.billed_dates(settings.warehouse_url, settings.schema,
-                                              settings.lock_wait_s, ids)
+    """Which of some message ids are billed as starts already outside a window, and on which
+    date."""
+    return lambda ids, window: warehouse.billed_dates(settings.warehouse_url, settings.schema,
+                                                      settings.lock_wait_s, ids, window)
 
 
 def audit(settings: Settings, folder: RunFolder) -> None:

@@ -171,7 +171,9 @@ def read_prepared(plan: Plan, shard: int) -> landing.Batch:
     return landing.batch_of(valid, quarantined, plan.files)
 
 
-BilledLookup = Callable[[pa.ChunkedArray], dict]  # message ids -> {id: billing date of its start}
+# (message ids, (first, last) day of the window) -> {id: billing date of its start} for the ids
+# billed outside the window; a start billed inside it decides nothing (identity.Known.decide)
+BilledLookup = Callable[[pa.ChunkedArray, tuple[dt.date, dt.date]], dict]
 
 
 def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup | None = None,
@@ -192,11 +194,12 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
     if plan.shards > 1:  # hashed once: deduplication and the audit's profile use them too
         batch.hashes = dedupe.id_hashes(batch.valid.column("message_id"))
         ids = distinct_sorted(np.sort(batch.hashes))
-    window = window_of(plan.billing_date)
+    days = window_of(plan.billing_date)
+    window = (days[0], days[-1])
     known = identity.Known(
-        window=(window[0], window[-1]),
+        window=window,
         # every id as read, copies too: the answer is a dict (a unique() of 3M ids took 1.2 s)
-        billed=billed(batch.valid.column("message_id")) if billed else {},
+        billed=billed(batch.valid.column("message_id"), window) if billed else {},
         conflicts={m: {dt.date.fromisoformat(d) for d in days}
                    for m, days in plan.conflicts.items()})
     tables, counts = compute(reference, plan.billing_date, batch, secret, clock, known, shared)

@@ -11,7 +11,7 @@ runs out fails with one line naming the sessions that held it.
 
 from __future__ import annotations
 
-
+import datetime as dt
 import re
 import time
 from contextlib import contextmanager
@@ -153,8 +153,10 @@ def _copy_out(raw, select: str, columns: pa.Schema) -> pa.Table:
                              strings_can_be_null=True, quoted_strings_can_be_null=False))
 
 
-def billed_dates(url: str, schema: str, wait_s: float, ids: pa.Array) -> dict[str, object]:
-    """The billing date of every id of `ids` that is billed as a conversation start."""
+def billed_dates(url: str, schema: str, wait_s: float, ids: pa.Array,
+                 window: tuple[dt.date, dt.date]) -> dict[str, object]:
+    """The billing date of every id of `ids` that is billed as a conversation start on a date
+    outside `window` (first and last day, both included)."""
     if len(ids) == 0:
         return {}
     with _reading(url, schema, wait_s, "conversation_starts") as conn:
@@ -167,7 +169,7 @@ def billed_dates(url: str, schema: str, wait_s: float, ids: pa.Array) -> dict[st
         else:
             conn.execute(sa.text("create temporary table candidate_ids (message_id text)"))
             insert_arrow(conn, None, "candidate_ids", candidates)
-        rows = query(conn, "billed_starts", schema)
+        rows = query(conn, "billed_starts", schema, first_day=window[0], last_day=window[1])
     return {r["message_id"]: r["billing_date"] for r in rows}
 
 

@@ -294,3 +294,35 @@ def test_sharded_nights_publish_what_unsharded_ones_do(injected, tmp_path):
         assert {"conflicting_duplicate", "reused_message_id"} <= reasons
         con.close()
     assert out[3] == out[1]
+
+
+def test_the_billed_lookup_names_only_starts_billed_outside_the_window(injected, tmp_path,
+                                                                        warehouse_url):
+    """A re-run finds all of its own starts billed inside its window, where they decide nothing:
+    the lookup leaves them out (they cost a re-run of a 1M day a second, one by one), and still
+    names every start billed on a date outside the window, on PostgreSQL as on DuckDB."""
+    from billing_jobs import warehouse
+
+    source, _ = injected
+    settings = Settings.resolve(source=str(source), staging=str(tmp_path / "staging"),
+                                warehouse_url=warehouse_url)
+    sequence.run_day(settings, DAYS[0])
+    engine = warehouse.create_engine(settings.warehouse_url, read_only=True)
+    with engine.connect() as conn:
+        billed = [r[0] for r in conn.exec_driver_sql(
+            "select message_id from billing.conversation_starts").all()]
+    engine.dispose()
+    assert billed
+    ids = pa.array([*billed, "never-billed"])
+
+    def lookup(first: dt.date, last: dt.date) -> dict:
+        return warehouse.billed_dates(settings.warehouse_url, settings.schema, 5.0, ids,
+                                      (first, last))
+
+    assert lookup(DAYS[0] - dt.timedelta(days=2), DAYS[0]) == {}  # the run of DAYS[0] again
+    assert lookup(DAYS[0], DAYS[2]) == {}  # a later day's window that reads DAYS[0]
+    outside = lookup(DAYS[1], DAYS[3])
+    assert set(outside) == set(billed)
+    assert {dt.date.fromisoformat(str(d)[:10]) for d in outside.values()} == {DAYS[0]}
+    assert set(lookup(DAYS[0] - dt.timedelta(days=5), DAYS[0] - dt.timedelta(days=3))) == \
+        set(billed)
