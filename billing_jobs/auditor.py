@@ -35,20 +35,39 @@ class _Worker:
     def __init__(self) -> None:
         self._proc = subprocess.Popen([sys.executable, "-m", "billing_jobs.auditor"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one call at a time; submit may read the last answer
+        self._pending: Pending | None = None
 
     def call(self, fn: Callable, args: tuple) -> Any:
+        return self.submit(fn, args).result()
+
+    def submit(self, fn: Callable, args: tuple) -> Pending:
         with self._lock:
+            if self._pending is not None:  # an answer nobody asked for yet: read it first
+                with contextlib.suppress(Exception):  # kept in its Pending for whoever asks
+                    self._pending.result()
             try:
                 pickle.dump((fn, args), self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                 self._proc.stdin.flush()
+            except OSError:
+                raise self._ended() from None
+            self._pending = Pending(self._answer)
+            return self._pending
+
+    def _answer(self) -> Any:
+        with self._lock:
+            self._pending = None
+            try:
                 status, value = pickle.load(self._proc.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
-                raise RunError(f"the audit process ended without an answer (exit code "
-                               f"{self._proc.wait()})") from None
+                raise self._ended() from None
         if status == "error":
             raise value
         return value
+
+    def _ended(self) -> RunError:
+        return RunError(f"the audit process ended without an answer (exit code "
+                        f"{self._proc.wait()})")
 
     def close(self) -> None:
         # no call is in flight (calls wait for their answer), so nothing is cut short; an
@@ -90,6 +109,35 @@ def run(fn: Callable, *args) -> Any:
     if _worker is None:
         return fn(*args)
     return _worker.call(fn, args)
+
+
+class Pending:
+    """A call on its way: `result()` waits for its answer once and keeps it (or its error)."""
+
+    def __init__(self, answer: Callable[[], Any]) -> None:
+        self._answer: Callable[[], Any] | None = answer
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def result(self) -> Any:
+        if self._answer is not None:
+            answer, self._answer = self._answer, None
+            try:
+                self._value = answer()
+            except BaseException as exc:  # noqa: BLE001 - kept, raised to every asker
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def submit(fn: Callable, *args) -> Pending:
+    """`fn(*args)` started in the worker while this process goes on; `.result()` waits for it.
+    Without a worker it runs here, at `.result()`. An answer never asked for is read by the
+    next call (or dropped with the worker)."""
+    if _worker is None:
+        return Pending(lambda: fn(*args))
+    return _worker.submit(fn, args)
 
 
 def _serve() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 
 import pyarrow as pa
@@ -26,11 +27,15 @@ from billing_jobs.tables import constant, read_parquet
 log = logging.getLogger(__name__)
 
 
-def publish(settings: Settings, folder: RunFolder) -> dict:
+def publish(settings: Settings, folder: RunFolder,
+            audit: Callable[[], object] | None = None) -> dict:
     """Replace the date's rows with the staged run, in one transaction, after a passed audit.
-    Returns the run's counts with its amount and run id."""
-    if not folder.audited():
-        raise RunError(f"{folder}: not audited, or the audit failed: nothing published")
+    Returns the run's counts with its amount and run id.
+
+    `audit`: waits for an audit still running (in GX's worker, `run_day`): the day is written
+    meanwhile and committed only if it passes; its failure rolls everything back."""
+    if audit is None:
+        _check_audited(folder)
     run = folder.run
     day = run.billing_date
     reference = load_reference(run.reference)
@@ -61,7 +66,15 @@ def publish(settings: Settings, folder: RunFolder) -> dict:
         warehouse.replace_day(conn, schema, day, tables)
         _record_conflicts(conn, schema, run, tables["quarantined_messages"])
         warehouse.record_run(conn, schema, run_row(run, "published", amount))
+        if audit is not None:  # the last thing before the commit
+            audit()
+            _check_audited(folder)
     return {**run.counts, "amount": amount, "run_id": run.run_id, "adjustments": adjustments}
+
+
+def _check_audited(folder: RunFolder) -> None:
+    if not folder.audited():
+        raise RunError(f"{folder}: not audited, or the audit failed: nothing published")
 
 
 def _with_partition_dates(quarantined):

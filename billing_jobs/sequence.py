@@ -3,7 +3,8 @@
     plan -> split (prepare, per part) -> write_shard (per shard) -> combine -> audit -> publish
 
 Airflow runs each step as a task (`dags/billing_daily.py` through `orchestration`); `run_day`
-runs them in a row for `billing-jobs run` and restatement. Both call these functions and nothing
+runs them in a row for `billing-jobs run` and restatement, with one overlap: publish writes the
+day in its transaction while Great Expectations audits it, and commits only once it passed. Both call these functions and nothing
 else computes a day. An unsharded day is a plan with one shard.
 
 Every step takes the settings and the run folder, reads and writes only that folder (and, for
@@ -91,12 +92,16 @@ def _billed(settings: Settings):
 
 
 def audit(settings: Settings, folder: RunFolder) -> None:
+    _start_audit(settings, folder).result()
+    release_memory()
+
+
+def _start_audit(settings: Settings, folder: RunFolder) -> auditor.Pending:
+    """The audit, in GX's warm process if the command started one (else here, when waited for)."""
     # pandas and the audit's inputs only here: the split and shard tasks never pay for them
     from billing_jobs import audit_inputs
 
-    # in GX's warm process if any
-    auditor.run(audit_inputs.audit_run, folder, settings.suites, settings.gx_project)
-    release_memory()
+    return auditor.submit(audit_inputs.audit_run, folder, settings.suites, settings.gx_project)
 
 
 def publish(settings: Settings, folder: RunFolder) -> dict:
@@ -126,15 +131,26 @@ def run_day(settings: Settings, day: dt.date, dry_run: bool = False,
         run = combine(settings, folder)
         clock.lap("combine")
         step = "audit"
-        audit(settings, folder)
-        clock.lap("audit")
-        seconds = {**run.seconds, **clock.laps}
+        audited = _start_audit(settings, folder)
         if dry_run:
-            return {**run.counts, "run_id": run_id, "published": False, "seconds": seconds}
+            audited.result()
+            clock.lap("audit")
+            return {**run.counts, "run_id": run_id, "published": False,
+                    "seconds": {**run.seconds, **clock.laps}}
+
+        def wait_for_audit() -> None:
+            # publish writes the day while GX audits it, and commits only once it passed
+            nonlocal step
+            clock.lap("publish")
+            step = "audit"
+            audited.result()
+            clock.lap("audit")
+            step = "publish"
+
         step = "publish"
-        done = publish(settings, folder)
+        done = publishing.publish(settings, folder, wait_for_audit)
         clock.lap("publish")
-        return {**done, "published": True, "seconds": {**seconds, **clock.laps}}
+        return {**done, "published": True, "seconds": {**run.seconds, **clock.laps}}
     except Exception as exc:
         publishing.record_failure(settings, day, run_id, step, one_line(exc), folder, started)
         raise

@@ -37,6 +37,25 @@ def test_an_exception_of_ours_crosses_as_itself_and_a_foreign_one_as_one_line():
         assert auditor.run(os.getpid) != os.getpid()  # and the worker serves on
 
 
+def test_a_submitted_call_runs_while_the_caller_goes_on(tmp_path):
+    """What lets `run_day` write the day while GX audits it: `submit` returns at once, the
+    answer is waited for at `result()` and kept; an answer nobody asked for is read by the next
+    call and still given to its asker."""
+    flag = tmp_path / "flag"
+    wait_for_flag = ["sh", "-c", (f"for i in $(seq 1000); do [ -e '{flag}' ] && echo seen && exit;"
+                                  f" sleep 0.01; done; echo 'not seen in 10 s'")]
+    with auditor.started():
+        pending = auditor.submit(subprocess.check_output, wait_for_flag)
+        flag.touch()  # a submit that waited for its call would come here only after it gave up
+        assert pending.result() == b"seen\n"
+        assert pending.result() == b"seen\n"  # kept
+        unread = auditor.submit(int, "x")
+        assert auditor.submit(os.getpid).result() != os.getpid()
+        with pytest.raises(ValueError, match="invalid literal"):
+            unread.result()
+    assert auditor.submit(os.getpid).result() == os.getpid()  # no worker: here, when asked
+
+
 def test_a_worker_that_dies_is_named_not_waited_for():
     with auditor.started():
         with pytest.raises(RunError, match=r"the audit process ended without an answer "

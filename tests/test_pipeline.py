@@ -11,6 +11,7 @@ import json
 import shutil
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -165,6 +166,32 @@ def test_a_failed_audit_publishes_nothing_and_names_the_expectation(settings, wh
     assert json.loads((folder.path / "audit.json").read_text())["success"] is False
     with pytest.raises(RunError, match="not audited, or the audit failed"):
         sequence.publish(settings, folder)
+
+
+@pytest.mark.parametrize("where", ["here", "in GX's worker process"])
+def test_a_run_whose_audit_fails_while_publish_writes_keeps_the_previous_day(settings, tmp_path,
+                                                                            where):
+    """run_day writes the day while GX audits it and commits only once the audit passed: a
+    failing audit rolls the written day back, and billing_runs names the audit."""
+    sequence.run_day(settings, DAYS[0])
+    before = day_tables(settings)
+    # a file of the day is gone: what the failing run writes differs from what is published
+    min((Path(settings.source) / "messages" / f"date={DAYS[0]}").glob("part-*")).unlink()
+    suites = tmp_path / "suites"
+    shutil.copytree(settings.suites, suites)
+    spec = json.loads((suites / "run_totals.json").read_text())
+    spec["expectations"].append({"type": "expect_column_values_to_be_between",
+                                 "kwargs": {"column": "starts", "max_value": 0}})
+    (suites / "run_totals.json").write_text(json.dumps(spec))
+    failing = dataclasses.replace(settings, expectations=str(suites))
+    worker = auditor.started() if where != "here" else contextlib.nullcontext()
+    with worker, pytest.raises(AuditFailed, match=r"run_totals: expect_column_values_to_be_"
+                                                  r"between\(starts\)"):
+        sequence.run_day(failing, DAYS[0])
+    assert day_tables(settings) == before
+    runs = query(settings, "select status, failed_step from billing.billing_runs"
+                 " where billing_date = :d order by started_at", d=DAYS[0])
+    assert runs == [("published", None), ("failed", "audit")]
 
 
 def _edit_rate_card(settings: Settings, edit) -> None:
