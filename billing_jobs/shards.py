@@ -131,11 +131,14 @@ def _prepare(path, entry: prepared.Entry, shards: int, reference: Reference, sec
     record = quarantined.schema.get_field_index("record")
     quarantined = quarantined.set_column(record, "record", pseudonymised_records(
         quarantined.column(record), secret)).combine_chunks()  # an IPC file has one dictionary
-    assigned = _shards_of(valid, shards)
-    order = np.argsort(assigned, kind="stable")  # by shard, rows ascending within each
-    sizes = np.bincount(assigned, minlength=shards)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    ordered = valid.combine_chunks().take(pa.array(order))
+    if shards == 1:  # already in order: no gather
+        ordered, sizes, starts = valid.combine_chunks(), [valid.num_rows], [0]
+    else:
+        assigned = _shards_of(valid, shards)
+        order = np.argsort(assigned, kind="stable")  # by shard, rows ascending within each
+        sizes = np.bincount(assigned, minlength=shards)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        ordered = valid.combine_chunks().take(pa.array(order))
     del valid
     entry.write(str(path),
                 {k: _piece(ordered.slice(starts[k], sizes[k]), contact) for k in range(shards)
