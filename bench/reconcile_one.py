@@ -1,10 +1,10 @@
 """One measured reconcile in its own process, so the parent can read its peak RSS.
 
-`python -m bench.reconcile_one engine|duckdb|job-engine|job-duckdb|job-night-before MESSAGES_DIR
-[SCRATCH]` prints one JSON line. The jobs write into a warehouse under SCRATCH (a new folder if
-not given): given one that holds the day already, the job is a re-run that replaces it;
-job-night-before leaves there what the night before would have (D-1's and D-2's files
-prepared)."""
+`python -m bench.reconcile_one engine|duckdb|job-engine|job-duckdb|job-night-before|
+job-duckdb-night-before MESSAGES_DIR [SCRATCH]` prints one JSON line. The jobs write into a
+warehouse under SCRATCH (a new folder if not given): given one that holds the day already, the
+job is a re-run that replaces it; the night-before ones leave there what the night before would
+have (D-1 billed and published; for the job, D-1's and D-2's files prepared too)."""
 
 from __future__ import annotations
 
@@ -52,9 +52,10 @@ def job_engine(folder: Path, scratch: Path | None = None):
 
 
 def night_before(folder: Path, scratch: Path):
-    """What the night before left in the staging area under `scratch`: D-1's plan and split,
-    which prepared the files of D-2 and D-1 (prepared.py) as a steady night finds them. Its
-    window is three days too (here D-3 is missing, which a plan allows)."""
+    """What the night before left under `scratch`: D-1 billed and published by the job (its
+    warehouse current and holding D-1's starts) and its split, which prepared the files of D-2
+    and D-1 (prepared.py), as a steady night finds them. Its window is three days too (here D-3
+    is missing, which a plan allows)."""
     import datetime as dt
 
     from billing_jobs import sequence
@@ -62,25 +63,33 @@ def night_before(folder: Path, scratch: Path):
 
     settings = Settings.resolve(source=str(folder.parent), staging=str(scratch / "staging"),
                                 warehouse_url=f"duckdb:///{scratch}/warehouse.duckdb")
-    run = sequence.plan(settings, _day(folder) - dt.timedelta(days=1), shards=1)
-    for part in range(run.plan.split_tasks):
-        sequence.split(settings, run, part)
+    sequence.run_day(settings, _day(folder) - dt.timedelta(days=1), shards=1)
     return 0, "", {}
 
 
-def job_duckdb(folder: Path, scratch: Path | None = None):
+def peer_night_before(folder: Path, scratch: Path):
+    """The peer's night before: D-1 billed into its warehouse from the partitions up to D-1."""
+    import datetime as dt
+
+    return job_duckdb(folder, scratch, _day(folder) - dt.timedelta(days=1))
+
+
+def job_duckdb(folder: Path, scratch: Path | None = None, day=None):
     """The peer of the job: reconcile and price in SQL, then replace the day's invoice lines in
-    one transaction, as the product replaces a day (a first run finds no rows to delete)."""
+    one transaction, as the product replaces a day (a first run finds no rows to delete). `day`:
+    the last partition of the folder unless given (then the partitions up to it are read)."""
     import duckdb
 
     scratch = scratch or Path(tempfile.mkdtemp(prefix="bench-peer-"))
+    day = day or _day(folder)
     con = duckdb.connect(str(scratch / "warehouse.duckdb"))
     con.execute("set timezone = 'UTC'")
-    files = [str(p) for p in sorted(folder.rglob("*.parquet"))]
+    files = [str(p) for p in sorted(folder.rglob("*.parquet"))
+             if p.relative_to(folder).parts[0] <= f"date={day}"]
     ref = folder.parent / "reference"
     # DDL cannot take prepared parameters: the values go in as SQL literals
     literal = {"$files": "[" + ", ".join(_quote(f) for f in files) + "]",
-               "$day": _quote(str(_day(folder))), "$lines": _quote(str(ref / "lines.csv")),
+               "$day": _quote(str(day)), "$lines": _quote(str(ref / "lines.csv")),
                "$rates": _quote(str(ref / "rate_card.csv"))}
     reconcile_sql = (Path(__file__).parent / "peer_reconcile.sql").read_text().rsplit("order by", 1)[0]
     lines_sql = (Path(__file__).parent / "peer_job.sql").read_text()
@@ -114,7 +123,7 @@ def main(impl: str, folder: str, scratch: str | None = None) -> None:
         place = Path(tempfile.mkdtemp(prefix="bench-job-")) if own else Path(scratch)
         started = time.perf_counter()
         jobs = {"job-engine": job_engine, "job-duckdb": job_duckdb,
-                "job-night-before": night_before}
+                "job-night-before": night_before, "job-duckdb-night-before": peer_night_before}
         starts, amount, stages = jobs[impl](Path(folder), place)
         print(json.dumps({"impl": impl, "seconds": time.perf_counter() - started,
                           "starts": starts, "digest": amount, "stages": stages}), flush=True)

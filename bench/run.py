@@ -146,13 +146,13 @@ def measure(impl: str, messages_dir: Path, scratch: Path | None = None) -> dict:
 
 
 def measure_first(impl: str, messages_dir: Path) -> dict:
-    """A job's first run of its day on a steady night: for the engine, the night before
-    prepared the files of D-1 and D-2 (bench.reconcile_one job-night-before, unmeasured), as
-    the nightly schedule leaves them; the peer keeps nothing from one night to the next."""
+    """A job's first run of its day on a steady night: the night before (unmeasured, its own
+    process) billed D-1 into the same warehouse, each implementation its own; the product's
+    also prepared the files of D-1 and D-2 then, as the nightly schedule leaves them."""
     scratch = Path(tempfile.mkdtemp(prefix="bench-first-"))
     try:
-        if impl == "job-engine" and len(list(messages_dir.glob("date=*"))) > 1:
-            measure("job-night-before", messages_dir, scratch)
+        if len(list(messages_dir.glob("date=*"))) > 1:
+            measure(f"{impl}-night-before".replace("-engine", ""), messages_dir, scratch)
         return measure(impl, messages_dir, scratch)
     finally:
         shutil.rmtree(scratch)
