@@ -39,7 +39,7 @@ class Clock:
         self._last = now
 
 
-def compute(reference: Reference, day: dt.date, batch: landing.Batch, secret: str,
+def compute(reference: Reference, day: dt.date, batch: landing.Batch,
             clock: Clock | None = None, known: identity.Known | None = None,
             shared: np.ndarray | None = None) -> tuple[dict[str, pa.Table], dict]:
     """The day's tables as staged (before the run id is added) and the run's counts, from a batch
@@ -61,7 +61,7 @@ def compute(reference: Reference, day: dt.date, batch: landing.Batch, secret: st
     anomalies = result.anomalies.filter(on_day(result.anomalies.column("sent_at"), day))
     quarantined = result.quarantined.select(QUARANTINE_COLUMNS)
     quarantined = quarantined.set_column(2, "record", pseudonymised_records(
-        quarantined.column("record"), secret, keyed=True))
+        quarantined.column("record"), secret=None))
     tables = {
         "conversation_starts": priced.select(STARTS_COLUMNS),
         "session_anomalies": pa.table({

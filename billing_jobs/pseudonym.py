@@ -57,14 +57,15 @@ def keyed_contacts(contacts: pa.ChunkedArray | pa.Array, secret: str) -> pa.Dict
                                           pc.cast(keys.combine_chunks(), pa.string()))
 
 
-def pseudonymised_records(records: pa.ChunkedArray, secret: str, keyed: bool = False
-                          ) -> pa.Array:
+def pseudonymised_records(records: pa.ChunkedArray, secret: str | None) -> pa.Array:
     """Quarantined rows as JSON, with `contact_id` replaced by its `contact_key`, and a phone
     number found in any other column (a producer that swapped columns) replaced by `<number>`:
     the record keeps everything needed to see what was wrong, but no phone number reaches the
-    warehouse. `keyed`: a record's `contact_id` is its contact key already (rows of prepared
-    pieces), and a record without one was pseudonymised when it was prepared: it stays as it is.
+    warehouse. `secret` None: the records are of prepared pieces, where a record's `contact_id`
+    is its contact key already and a record without one was pseudonymised when it was prepared
+    (it stays as it is).
     """
+    keyed = secret is None
     out = []
     for text in records.to_pylist():
         if keyed and '"contact_id": ' not in text:  # pseudonymised when it was prepared

@@ -77,11 +77,11 @@ def split(settings: Settings, folder: RunFolder, part: int) -> list[int]:
 
 
 def write_shard(settings: Settings, folder: RunFolder, shard: int) -> str:
-    return sharding.write_shard(folder, shard, settings.contact_key_secret, _billed(settings))
+    return sharding.write_shard(folder, shard, _billed(settings))
 
 
 def combine(settings: Settings, folder: RunFolder) -> StagedRun:
-    return sharding.combine(folder, settings.contact_key_secret, _billed(settings))
+    return sharding.combine(folder, _billed(settings))
 
 
 def _billed(settings: Settings):

@@ -179,7 +179,7 @@ def read_prepared(plan: Plan, shard: int) -> landing.Batch:
 BilledLookup = Callable[[pa.ChunkedArray, tuple[dt.date, dt.date]], dict]
 
 
-def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup | None = None,
+def write_shard(folder: RunFolder, shard: int, billed: BilledLookup | None = None,
                 shared: np.ndarray | None = None) -> str:
     """Compute shard `shard` of the day into `shards/<k>/`, from its pieces of the plan's files
     (the files themselves when the plan has one shard). `billed` says which of its ids are billed
@@ -205,7 +205,7 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
         billed=billed(batch.valid.column("message_id"), window) if billed else {},
         conflicts={m: {dt.date.fromisoformat(d) for d in days}
                    for m, days in plan.conflicts.items()})
-    tables, counts = compute(reference, plan.billing_date, batch, secret, clock, known, shared)
+    tables, counts = compute(reference, plan.billing_date, batch, clock, known, shared)
     out = folder.shard_dir(shard)
     for name in SHARD_TABLES:
         folder.write_table(out / f"{name}.parquet", tables[name])
@@ -219,7 +219,7 @@ def write_shard(folder: RunFolder, shard: int, secret: str, billed: BilledLookup
     return str(out)
 
 
-def combine(folder: RunFolder, secret: str, billed: BilledLookup | None = None) -> StagedRun:
+def combine(folder: RunFolder, billed: BilledLookup | None = None) -> StagedRun:
     """Merge the shards into one staged run in `folder` (plan.json + run.json + tables); shards
     that share message ids are computed again first, with those ids as conflicting."""
     plan = folder.plan
@@ -235,7 +235,7 @@ def combine(folder: RunFolder, secret: str, billed: BilledLookup | None = None) 
         rewrite = [k for k, mine in enumerate(ids)
                    if len(shared) and np.isin(shared, np.load(mine, mmap_mode="r")).any()]
     for k in rewrite:
-        write_shard(folder, k, secret, billed, shared)
+        write_shard(folder, k, billed, shared)
     if rewrite:
         infos = [json.loads((p / "shard.json").read_text()) for p in parts]
     tables = {name: pa.concat_tables([folder.read_table(p / f"{name}.parquet") for p in parts])

@@ -153,17 +153,17 @@ def test_shards_read_the_files_of_their_plan_not_a_late_arrival(landing, tmp_pat
         settings, staging=str(tmp_path / "one")), day)["rows_read"]
     folder = sequence.plan(settings, day, shards=4)
     with pytest.raises(RunError, match="not prepared .*: run the split tasks again"):
-        write_shard(folder, 0, settings.contact_key_secret)
+        write_shard(folder, 0)
     for k in range(folder.plan.split_tasks):
         split(folder, k, settings.contact_key_secret)
-    write_shard(folder, 0, settings.contact_key_secret)
+    write_shard(folder, 0)
     line = next(f"L{i:04d}" for i in range(1, 100) if shard_of(f"L{i:04d}", 4) != 0)
     late = {"message_id": "late-1", "customer_id": "C001", "line_id": line,
             "contact_id": "+4915100000003", "direction": "inbound", "message_type": "session",
             "sent_at": f"{day}T23:00:00Z"}
     (source / "messages" / f"date={day}" / "late.jsonl").write_text(json.dumps(late) + "\n")
     for k in (1, 2, 3):
-        write_shard(folder, k, settings.contact_key_secret)
+        write_shard(folder, k)
     run = sequence.combine(settings, folder)
     assert run.counts["rows_read"] == expected
     assert run.partitions == folder.plan.partitions == RunFolder(folder.path).run.partitions
