@@ -29,6 +29,7 @@ from billing_jobs.landing import (
     _check,
     _column,
     _decoded,
+    _is_empty,
     _is_message_id,
     _is_phone_number,
     _mask,
@@ -136,10 +137,10 @@ def validate(raw: pa.Table, source_file: str, partition_date: dt.date | None,
         if c == "opened_at":
             flag("missing_opened_at", ~_mask(opened_at.is_valid()) & ~bad_time)
         else:
-            flag(f"missing_{c}", _check(cols[c], lambda v: pc.equal(v, ""), null_as=True))
+            flag(f"missing_{c}", _check(cols[c], _is_empty, null_as=True))
     flag("invalid_conversation_id", ~_mask(_is_message_id(cols["conversation_id"]), True)
          | _has_number(cols["conversation_id"]))
-    given_mid = ~_check(cols["message_id"], lambda v: pc.equal(v, ""), null_as=True)
+    given_mid = ~_check(cols["message_id"], _is_empty, null_as=True)
     flag("invalid_message_id", given_mid & (~_mask(_is_message_id(cols["message_id"]), True)
                                             | _has_number(cols["message_id"])))
     flag("invalid_contact_id", ~_check(cols["contact_id"], _is_phone_number, null_as=False))
@@ -272,7 +273,7 @@ def _costs(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     decimals, 1e10 or more). Plain digits are converted in one cast; any other spelling
     (`1e-3`, `+0.5`, leading zeros) is judged value by value."""
     text = pc.utf8_trim_whitespace(col)
-    blank = _mask(pc.equal(text, ""), null_as=True)
+    blank = _mask(_is_empty(text), null_as=True)
     plain = _mask(pc.match_substring_regex(text, COST_DIGITS), null_as=False)
     values = pc.cast(pc.if_else(pa.array(plain), text, pa.scalar(None, pa.string())),
                      pa.decimal128(20, 10))
