@@ -4,6 +4,9 @@ implementations run side by side on the same rows."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -98,3 +101,13 @@ def warehouse_rows(url: str, sql: str, **params) -> list[dict]:
         out = [dict(r._mapping) for r in conn.execute(sa.text(sql), params).all()]
     engine.dispose()
     return out
+
+
+def suites_with(suites: Path, into: Path, suite: str, expectation: dict) -> Path:
+    """A copy of the expectation suites `suites` in `into`, with `expectation` (type and kwargs)
+    added to suite `suite`: an audit that fails or cannot run, on demand."""
+    shutil.copytree(suites, into)
+    spec = json.loads((into / f"{suite}.json").read_text())
+    spec["expectations"].append(expectation)
+    (into / f"{suite}.json").write_text(json.dumps(spec))
+    return into

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
-from helpers import write_day
+from helpers import suites_with, write_day
 
 from billing_jobs import audit_inputs, auditor, landing, reference, sequence, window
 from billing_jobs.config import Settings
@@ -177,12 +177,9 @@ def test_a_run_whose_audit_fails_while_publish_writes_keeps_the_previous_day(set
     before = day_tables(settings)
     # a file of the day is gone: what the failing run writes differs from what is published
     min((Path(settings.source) / "messages" / f"date={DAYS[0]}").glob("part-*")).unlink()
-    suites = tmp_path / "suites"
-    shutil.copytree(settings.suites, suites)
-    spec = json.loads((suites / "run_totals.json").read_text())
-    spec["expectations"].append({"type": "expect_column_values_to_be_between",
-                                 "kwargs": {"column": "starts", "max_value": 0}})
-    (suites / "run_totals.json").write_text(json.dumps(spec))
+    suites = suites_with(settings.suites, tmp_path / "suites", "run_totals", {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "starts", "max_value": 0}})
     failing = dataclasses.replace(settings, expectations=str(suites))
     worker = auditor.started() if where != "here" else contextlib.nullcontext()
     with worker, pytest.raises(AuditFailed, match=r"run_totals: expect_column_values_to_be_"
@@ -449,12 +446,8 @@ def test_the_starts_are_audited_in_slices_and_ids_stay_unique_across_them(settin
 
 
 def test_an_expectation_that_cannot_run_says_why(settings, tmp_path):
-    suites = tmp_path / "suites"
-    shutil.copytree(settings.suites, suites)
-    spec = json.loads((suites / "run_totals.json").read_text())
-    spec["expectations"].append({"type": "expect_column_values_to_not_be_null",
-                                 "kwargs": {"column": "no_such_column"}})
-    (suites / "run_totals.json").write_text(json.dumps(spec))
+    suites = suites_with(settings.suites, tmp_path / "suites", "run_totals", {
+        "type": "expect_column_values_to_not_be_null", "kwargs": {"column": "no_such_column"}})
     folder = write_day(settings, DAYS[0])
     sequence.audit(settings, folder)  # the staging area's GX project now holds the shipped suites
     changed = dataclasses.replace(settings, expectations=str(suites))  # ... then the suite changes

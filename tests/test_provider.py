@@ -21,6 +21,7 @@ from billing_jobs.generate import RATES, generate
 from billing_jobs.generate_provider import MANIFEST, write_provider
 from billing_jobs.provider_reconcile import reconcile_day
 from billing_jobs.reference_data import load_reference
+from helpers import suites_with
 from helpers import warehouse_rows as rows
 
 DAYS = [dt.date(2026, 3, 1) + dt.timedelta(days=k) for k in range(4)]
@@ -166,12 +167,9 @@ def test_a_failed_audit_publishes_nothing_and_keeps_the_day(zones, tmp_path, war
                                         f" order by 1, 2, 3")
               for name in ("provider_conversations", "provider_pairs", "provider_differences",
                            "provider_reconciliation")}
-    suites = tmp_path / "expectations"
-    shutil.copytree(settings.suites, suites)
-    totals = json.loads((suites / "provider_totals.json").read_text())
-    totals["expectations"].append({"type": "expect_column_values_to_be_between",
-                                   "kwargs": {"column": "accepted", "max_value": 0}})
-    (suites / "provider_totals.json").write_text(json.dumps(totals))
+    suites = suites_with(settings.suites, tmp_path / "expectations", "provider_totals", {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "accepted", "max_value": 0}})
     strict = Settings.resolve(source=str(clean), warehouse_url=warehouse_url,
                               staging=str(tmp_path / "staging"), expectations=str(suites))
     with pytest.raises(Exception, match="expectation"), auditor.started():
