@@ -4,8 +4,8 @@
 
 Airflow runs each step as a task (`dags/billing_daily.py` through `orchestration`); `run_day`
 runs them in a row for `billing-jobs run` and restatement, with one overlap: publish writes the
-day in its transaction while Great Expectations audits it, and commits only once it passed. Both call these functions and nothing
-else computes a day. An unsharded day is a plan with one shard.
+day in its transaction while Great Expectations audits it, and commits only once it passed. Both
+call these functions and nothing else computes a day. An unsharded day is a plan with one shard.
 
 Every step takes the settings and the run folder, reads and writes only that folder (and, for
 `publish`, the warehouse), and can be repeated: a retried step redoes its own work only. A failure

@@ -182,8 +182,8 @@ BilledLookup = Callable[[pa.ChunkedArray, tuple[dt.date, dt.date]], dict]
 def write_shard(folder: RunFolder, shard: int, billed: BilledLookup | None = None,
                 shared: np.ndarray | None = None) -> str:
     """Compute shard `shard` of the day into `shards/<k>/`, from its pieces of the plan's files
-    (the files themselves when the plan has one shard). `billed` says which of its ids are billed
-    already, and when (identity.py); `shared`: id hashes other shards hold too (combine's second
+    (prepared.py; a one-shard plan's pieces are whole files). `billed` says which of its ids are
+    billed outside the run's window, and when (identity.py); `shared`: id hashes other shards hold too (combine's second
     phase)."""
     plan = folder.plan
     clock = Clock()
@@ -197,8 +197,8 @@ def write_shard(folder: RunFolder, shard: int, billed: BilledLookup | None = Non
     if plan.shards > 1:  # hashed once: deduplication and the audit's profile use them too
         batch.hashes = dedupe.id_hashes(batch.valid.column("message_id"))
         ids = distinct_sorted(np.sort(batch.hashes))
-    days = window_of(plan.billing_date)
-    window = (days[0], days[-1])
+    partitions = window_of(plan.billing_date)
+    window = (partitions[0], partitions[-1])
     known = identity.Known(
         window=window,
         # every id as read, copies too: the answer is a dict (a unique() of 3M ids took 1.2 s)
