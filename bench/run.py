@@ -145,6 +145,9 @@ def measure(impl: str, messages_dir: Path, scratch: Path | None = None) -> dict:
     return _reap(proc, status, usage)
 
 
+NIGHT_BEFORE = {"job-engine": "job-night-before", "job-duckdb": "job-duckdb-night-before"}
+
+
 def measure_first(impl: str, messages_dir: Path) -> dict:
     """A job's first run of its day on a steady night: the night before (unmeasured, its own
     process) billed D-1 into the same warehouse, each implementation its own; the product's
@@ -152,7 +155,7 @@ def measure_first(impl: str, messages_dir: Path) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="bench-first-"))
     try:
         if len(list(messages_dir.glob("date=*"))) > 1:
-            measure(f"{impl}-night-before".replace("-engine", ""), messages_dir, scratch)
+            measure(NIGHT_BEFORE[impl], messages_dir, scratch)
         return measure(impl, messages_dir, scratch)
     finally:
         shutil.rmtree(scratch)

@@ -38,9 +38,6 @@ class _Worker:
         self._lock = threading.RLock()  # one call at a time; submit may read the last answer
         self._pending: Pending | None = None
 
-    def call(self, fn: Callable, args: tuple) -> Any:
-        return self.submit(fn, args).result()
-
     def submit(self, fn: Callable, args: tuple) -> Pending:
         with self._lock:
             if self._pending is not None:  # an answer nobody asked for yet: read it first
@@ -106,9 +103,7 @@ def started() -> Iterator[None]:
 def run(fn: Callable, *args) -> Any:
     """`fn(*args)` in the worker if one is started, else here. Its exception is raised here
     (as a one-line RunError if it cannot cross the process boundary)."""
-    if _worker is None:
-        return fn(*args)
-    return _worker.call(fn, args)
+    return submit(fn, *args).result()
 
 
 class Pending:

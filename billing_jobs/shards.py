@@ -183,8 +183,8 @@ def write_shard(folder: RunFolder, shard: int, billed: BilledLookup | None = Non
                 shared: np.ndarray | None = None) -> str:
     """Compute shard `shard` of the day into `shards/<k>/`, from its pieces of the plan's files
     (prepared.py; a one-shard plan's pieces are whole files). `billed` says which of its ids are
-    billed outside the run's window, and when (identity.py); `shared`: id hashes other shards hold too (combine's second
-    phase)."""
+    billed outside the run's window, and when (identity.py); `shared`: id hashes other shards
+    hold too (combine's second phase)."""
     plan = folder.plan
     clock = Clock()
     if len(plan.prepared) != len(plan.files):
