@@ -603,18 +603,26 @@ def _is_message_id(values) -> pa.Array:
     return pc.and_(short, pc.invert(pc.match_substring_regex(values, r"[[:cntrl:]]")))
 
 
+# bytes of text scanned at a time: fresh memory as large as a day's ids costs more in page faults
+# here than the comparisons themselves (0.43 s vs 0.015 s for 94 MB of ids)
+_SCAN_BLOCK = 1 << 20
+
+
 def _may_hold_control_characters(values) -> bool:
     """False when no value of this text column holds a control character ([[:cntrl:]]: bytes
     0x00-0x1F and 0x7F, which in UTF-8 only ever encode those characters), read from the raw
     character bytes. True when one may (a slice's buffer can hold bytes of other values)."""
     chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    seen = np.empty(_SCAN_BLOCK, dtype=bool)  # one small mask reused, not three as large as the text
     for chunk in chunks:
         if not pa.types.is_string(chunk.type):
             return True
         data = chunk.buffers()[2]
-        if data is not None and data.size:
-            raw = np.frombuffer(data, dtype=np.uint8)
-            if ((raw < 0x20) | (raw == 0x7F)).any():
+        raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        for start in range(0, len(raw), _SCAN_BLOCK):
+            block = raw[start:start + _SCAN_BLOCK]
+            mask = seen[:len(block)]
+            if np.less(block, 0x20, out=mask).any() or np.equal(block, 0x7F, out=mask).any():
                 return True
     return False
 

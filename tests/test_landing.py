@@ -154,3 +154,21 @@ def test_parquet_instants_no_backend_holds_are_invalid_others_kept_exactly(tmp_p
                           batch.quarantined.column("reason").to_pylist())) == sorted(
             [("early", "invalid_sent_at"), ("far", "invalid_sent_at"),
              ("none", "missing_sent_at")] if name == "mixed" else [])
+
+
+@pytest.mark.parametrize("control", ["\x01", "\x7f"])
+def test_a_control_character_deep_in_a_large_file_is_still_found(tmp_path, control):
+    """The ids' bytes are scanned a block at a time: the last of many ids still counts."""
+    n = 3 * landing._SCAN_BLOCK // 30 + 7  # ids of ~30 bytes: more than three blocks of text
+    ids = [f"message-{k:022d}" for k in range(n)]
+    ids[-1] = ids[-1][:-1] + control
+    table = pa.table({**{c: [v] * n for c, v in GOOD.items() if c != "sent_at"},
+                      "message_id": ids,
+                      "sent_at": pa.array([dt.datetime(2026, 3, 1, 12, tzinfo=UTC)] * n,
+                                          pa.timestamp("ms", tz="UTC"))})
+    path = tmp_path / "many.parquet"
+    pq.write_table(table, path)
+    batch = landing.read_files([path])
+    assert batch.quarantined.column("reason").to_pylist() == ["invalid_message_id"]
+    assert batch.quarantined.column("source_row").to_pylist() == [n]
+    assert batch.valid.num_rows == n - 1
