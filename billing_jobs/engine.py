@@ -37,6 +37,11 @@ from billing_jobs.tables import (
 )
 
 DAY_NS = 24 * 3600 * 10**9
+# Rows of one part: a large day is dealt into many small parts, not one per core, so that each
+# part's dozen temporaries are reused memory, not fresh pages (on the 10M day: 2.2-2.3 s in 16-32
+# parts vs 2.7-4.3 s in 2, most of the difference system time spent faulting fresh pages in).
+ROWS_PER_PART = 400_000
+MAX_PARTS = 255  # a part number is one byte
 
 
 def _code_of(dictionary: pa.Array, value: str) -> int:
@@ -103,8 +108,9 @@ def conversation_starts(messages: pa.Table, rows: np.ndarray | None = None,
     `rows` is None).
 
     Streams never look at each other, so the rows are dealt by stream into `parts` that are
-    computed side by side (numpy and Arrow run without the GIL); by default one per core on a
-    large day, one on a small one. The result does not depend on `parts` (a property test)."""
+    computed side by side on the cores (numpy and Arrow run without the GIL); by default parts of
+    about ROWS_PER_PART rows on a large day, one on a small one. The result does not depend on
+    `parts` (a property test)."""
     line, _ = dictionary_codes(messages.column("line_id"))
     contact, contacts = dictionary_codes(messages.column("contact_id"))
     direction, directions = dictionary_codes(messages.column("direction"))
@@ -125,12 +131,13 @@ def conversation_starts(messages: pa.Table, rows: np.ndarray | None = None,
         return _charges(stream[at], sent[at], inbound[at], template[at], rows[at], ids)
 
     if parts is None:
-        parts = THREADS if len(rows) >= PARALLEL_FROM else 1
+        parts = (1 if len(rows) < PARALLEL_FROM else
+                 min(MAX_PARTS, max(THREADS, -(-len(rows) // ROWS_PER_PART))))
     if parts > 1:
         part = (stream % parts).astype(np.uint8)
         by_part = np.argsort(part, kind="stable")  # a radix sort: one pass
         bounds = np.cumsum(np.bincount(part, minlength=parts))[:-1]
-        results = side_by_side(one, np.split(by_part, bounds), parts)
+        results = side_by_side(one, np.split(by_part, bounds), min(parts, THREADS))
         charged, user, outside = (np.concatenate(r) for r in zip(*results, strict=True))
     else:  # the arrays themselves, not copies taken through every position
         charged, user, outside = _charges(stream, sent, inbound, template, rows, ids)
