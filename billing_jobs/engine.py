@@ -37,9 +37,10 @@ from billing_jobs.tables import (
 )
 
 DAY_NS = 24 * 3600 * 10**9
-# Rows of one part: a large day is dealt into many small parts, not one per core, so that each
-# part's dozen temporaries are reused memory, not fresh pages (on the 10M day: 2.2-2.3 s in 16-32
-# parts vs 2.7-4.3 s in 2, most of the difference system time spent faulting fresh pages in).
+# Rows of one part: a large day is dealt into many small parts, not one per core, and each part
+# takes its own columns, so that its dozen temporaries are reused memory, not fresh pages (on the
+# 10M day: 2.2-2.3 s in 16-32 parts vs 2.7-4.3 s in 2, most of the difference system time spent
+# faulting fresh pages in).
 ROWS_PER_PART = 400_000
 MAX_PARTS = 255  # a part number is one byte
 
@@ -119,28 +120,27 @@ def conversation_starts(messages: pa.Table, rows: np.ndarray | None = None,
     sent = pc.cast(messages.column("sent_at"), pa.int64()).to_numpy()
     if rows is None:
         rows = np.arange(messages.num_rows)
-    rows = rows[status[rows] != _code_of(statuses, FAILED)]  # failed sends take no part
-
-    inbound = direction[rows] == _code_of(directions, INBOUND)
-    template = mtype[rows] == _code_of(mtypes, TEMPLATE)
-    stream = line[rows].astype(np.int64) * max(len(contacts), 1) + contact[rows]
-    sent = sent[rows]
+    failed, inbound_code = _code_of(statuses, FAILED), _code_of(directions, INBOUND)
+    template_code, width = _code_of(mtypes, TEMPLATE), max(len(contacts), 1)
     ids = messages.column("message_id")
 
     def one(at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _charges(stream[at], sent[at], inbound[at], template[at], rows[at], ids)
+        at = at[status[at] != failed]  # failed sends take no part
+        stream = line[at].astype(np.int64) * width + contact[at]
+        return _charges(stream, sent[at], direction[at] == inbound_code,
+                        mtype[at] == template_code, at, ids)
 
     if parts is None:
         parts = (1 if len(rows) < PARALLEL_FROM else
                  min(MAX_PARTS, max(THREADS, -(-len(rows) // ROWS_PER_PART))))
-    if parts > 1:
-        part = (stream % parts).astype(np.uint8)
-        by_part = np.argsort(part, kind="stable")  # a radix sort: one pass
+    if parts > 1:  # a stream's rows share its contact, so dealing by contact keeps streams whole
+        part = (contact[rows] % parts).astype(np.uint8)
+        by_part = rows[np.argsort(part, kind="stable")]  # a radix sort: one pass
         bounds = np.cumsum(np.bincount(part, minlength=parts))[:-1]
-        results = side_by_side(one, np.split(by_part, bounds), min(parts, THREADS))
+        results = side_by_side(one, np.split(by_part, bounds), THREADS)
         charged, user, outside = (np.concatenate(r) for r in zip(*results, strict=True))
-    else:  # the arrays themselves, not copies taken through every position
-        charged, user, outside = _charges(stream, sent, inbound, template, rows, ids)
+    else:
+        charged, user, outside = one(rows)
 
     starts = _strings(take_rows(messages, charged, list(STARTS_SCHEMA.names[:4]) + ["sent_at"]))
     starts["conversation_type"] = pa.array(

@@ -81,8 +81,8 @@ def take_rows(table: pa.Table, indices: np.ndarray, columns: list[str] | None = 
 
 
 def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    """Integer codes of every row and the dictionary they index. Chunks that do not already share
-    one dictionary are unified first; plain string columns are encoded."""
+    """Integer codes of every row (not to be written to) and the dictionary they index. Chunks that
+    do not already share one dictionary are unified first; plain string columns are encoded."""
     if not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column)
     chunks = [c for c in column.chunks if len(c)]
@@ -91,9 +91,9 @@ def dictionary_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     if any(not c.dictionary.equals(chunks[0].dictionary) for c in chunks[1:]):
         column = pa.table({"c": column}).unify_dictionaries().column("c")
         chunks = [c for c in column.chunks if len(c)]
-    codes = np.concatenate([pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False)
-                            for c in chunks])
-    return codes, chunks[0].dictionary
+    codes = [pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False) for c in chunks]
+    # one chunk (a day after landing._compact): its indices as they are, read-only, not a copy
+    return (codes[0] if len(codes) == 1 else np.concatenate(codes)), chunks[0].dictionary
 
 
 def used_dictionary(array: pa.DictionaryArray) -> pa.DictionaryArray:
