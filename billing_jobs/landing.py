@@ -571,7 +571,7 @@ def canonical_contacts(col: pa.ChunkedArray) -> pa.ChunkedArray:
     chunks = []
     for chunk in col.chunks:
         values = strip(chunk.dictionary)
-        if pc.count_distinct(values).as_py() < len(values):  # "+1" and "1": one code for both
+        if _spelled_both_ways(chunk.dictionary):  # "+1" and "1": one code for both
             encoded = pc.dictionary_encode(values)
             chunk = pa.DictionaryArray.from_arrays(encoded.indices.take(chunk.indices),
                                                    encoded.dictionary)
@@ -579,6 +579,18 @@ def canonical_contacts(col: pa.ChunkedArray) -> pa.ChunkedArray:
             chunk = pa.DictionaryArray.from_arrays(chunk.indices, values)
         chunks.append(chunk)
     return pa.chunked_array(chunks, col.type)
+
+
+def _spelled_both_ways(values: pa.Array) -> bool:
+    """Whether distinct contact ids hold one number with and without its `+` ("+1" and "1"):
+    only then are canonical values not distinct. Looked up among the values without a `+`
+    alone, where counting the distinct canonical values hashed all of them (0.12 s per file of
+    393k contacts, every one spelled with its `+`)."""
+    plus = _mask(pc.starts_with(values, "+"), null_as=False)
+    if plus.all() or not plus.any():
+        return False
+    with_plus = pc.utf8_slice_codeunits(values.filter(pa.array(plus)), 1)
+    return bool(pc.any(pc.is_in(with_plus, value_set=values.filter(pa.array(~plus)))).as_py())
 
 
 def _one_chunk(col: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -172,3 +173,12 @@ def test_a_control_character_deep_in_a_large_file_is_still_found(tmp_path, contr
     assert batch.quarantined.column("reason").to_pylist() == ["invalid_message_id"]
     assert batch.quarantined.column("source_row").to_pylist() == [n]
     assert batch.valid.num_rows == n - 1
+
+
+@pytest.mark.parametrize("ids", [["+1", "1", "+2", "3"], ["1", "+2", "3", "+1"], ["+1", "+2"],
+                                 ["1", "2"], ["+12", "1", "+21", "2"]])
+def test_one_contact_spelled_with_and_without_plus_is_one_code(ids):
+    encoded = landing.canonical_contacts(pa.chunked_array([pc.dictionary_encode(pa.array(ids))]))
+    assert encoded.to_pylist() == [i.lstrip("+") for i in ids]
+    codes = encoded.chunks[0].indices.to_pylist()
+    assert len(set(codes)) == len({i.lstrip("+") for i in ids})  # one code per number
