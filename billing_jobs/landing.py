@@ -625,7 +625,7 @@ def _may_hold_control_characters(values) -> bool:
     0x00-0x1F and 0x7F, which in UTF-8 only ever encode those characters), read from the raw
     character bytes. True when one may (a slice's buffer can hold bytes of other values)."""
     chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
-    seen = np.empty(_SCAN_BLOCK, dtype=bool)  # one small mask reused, not three as large as the text
+    seen = np.empty(_SCAN_BLOCK, dtype=bool)  # one small mask reused, not three as large as text
     for chunk in chunks:
         if not pa.types.is_string(chunk.type):
             return True
