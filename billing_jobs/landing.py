@@ -562,16 +562,16 @@ def canonical_contacts(col: pa.ChunkedArray) -> pa.ChunkedArray:
     """Contact ids in their canonical form: the digits without the optional leading `+`
     (billing-rules.md, Contacts). Text stays text; a dictionary column stays one, its values made
     canonical (two spellings of one contact then share one code)."""
-    def strip(values):
-        plus = pc.starts_with(values, "+")
+    def strip(values, plus):
         return pc.if_else(plus, pc.utf8_slice_codeunits(values, 1), values)
 
     if not pa.types.is_dictionary(col.type):
-        return strip(col)
+        return strip(col, pc.starts_with(col, "+"))
     chunks = []
     for chunk in col.chunks:
-        values = strip(chunk.dictionary)
-        if _spelled_both_ways(chunk.dictionary):  # "+1" and "1": one code for both
+        plus = _mask(pc.starts_with(chunk.dictionary, "+"), null_as=False)
+        values = strip(chunk.dictionary, pa.array(plus))
+        if _spelled_both_ways(values, plus):  # "+1" and "1": one code for both
             encoded = pc.dictionary_encode(values)
             chunk = pa.DictionaryArray.from_arrays(encoded.indices.take(chunk.indices),
                                                    encoded.dictionary)
@@ -581,16 +581,16 @@ def canonical_contacts(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, col.type)
 
 
-def _spelled_both_ways(values: pa.Array) -> bool:
-    """Whether distinct contact ids hold one number with and without its `+` ("+1" and "1"):
-    only then are canonical values not distinct. Looked up among the values without a `+`
-    alone, where counting the distinct canonical values hashed all of them (0.12 s per file of
-    393k contacts, every one spelled with its `+`)."""
-    plus = _mask(pc.starts_with(values, "+"), null_as=False)
+def _spelled_both_ways(canonical: pa.Array, plus: np.ndarray) -> bool:
+    """Whether distinct contact ids, made `canonical`, hold one number spelled with and without
+    its `+` (`plus`: spelled with it): only then are the canonical values not distinct. Looked up
+    among the values spelled without a `+` alone, where counting the distinct canonical values
+    hashed all of them (0.12 s per file of 393k contacts, every one spelled with its `+`)."""
     if plus.all() or not plus.any():
         return False
-    with_plus = pc.utf8_slice_codeunits(values.filter(pa.array(plus)), 1)
-    return bool(pc.any(pc.is_in(with_plus, value_set=values.filter(pa.array(~plus)))).as_py())
+    spelled_with = canonical.filter(pa.array(plus))
+    spelled_without = canonical.filter(pa.array(~plus))
+    return bool(pc.any(pc.is_in(spelled_with, value_set=spelled_without)).as_py())
 
 
 def _one_chunk(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -630,7 +630,9 @@ def _may_hold_control_characters(values) -> bool:
         if not pa.types.is_string(chunk.type):
             return True
         data = chunk.buffers()[2]
-        raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        if data is None:
+            continue
+        raw = np.frombuffer(data, dtype=np.uint8)
         for start in range(0, len(raw), _SCAN_BLOCK):
             block = raw[start:start + _SCAN_BLOCK]
             mask = seen[:len(block)]
