@@ -64,10 +64,10 @@ def test_engine_agrees_with_reference(messages, parts):
 @given(message_logs(), st.integers(2, engine.MAX_PARTS))
 def test_parts_give_the_same_tables(messages, parts):
     """The starts and anomalies tables, row order included, whatever the number of parts (more
-    parts than threads, or than streams, included)."""
+    parts than threads, or than streams, included), and whether they are built in two halves."""
     deduped = deduplicate(table_of(messages))
-    one = engine.conversation_starts(deduped.table, deduped.rows, parts=1)
-    many = engine.conversation_starts(deduped.table, deduped.rows, parts=parts)
+    one = engine.conversation_starts(deduped.table, deduped.rows, parts=1, halves=False)
+    many = engine.conversation_starts(deduped.table, deduped.rows, parts=parts, halves=True)
     assert many[0].equals(one[0]) and many[1].equals(one[1])
 
 
