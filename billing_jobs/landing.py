@@ -396,6 +396,29 @@ def _check(col: pa.ChunkedArray, test, null_as: bool) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
+_NONE = np.zeros(0, dtype=np.int64)  # no row fails
+
+
+def _failing(col: pa.ChunkedArray, test, null_as: bool) -> np.ndarray:
+    """Positions of the rows for which `test` (Arrow array -> boolean array) is false, a null row
+    counted as `null_as`: `np.flatnonzero(~_check(col, test, null_as))`, but a chunk whose every
+    row passes costs no mask as long as the chunk, which on a valid day is every chunk (on a
+    dictionary column it is told from the distinct values alone)."""
+    found, offset = [], 0
+    for chunk in col.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            fails = ~np.append(_mask(test(chunk.dictionary), null_as), null_as)
+            if fails[:-1 if chunk.null_count == 0 else None].any():
+                codes = pc.fill_null(chunk.indices, len(fails) - 1)
+                found.append(np.flatnonzero(fails[codes.to_numpy(zero_copy_only=False)]) + offset)
+        else:
+            ok = pc.fill_null(test(chunk), null_as)
+            if not pc.all(ok).as_py():
+                found.append(np.flatnonzero(~_mask(ok)) + offset)
+        offset += len(chunk)
+    return np.concatenate(found) if found else _NONE
+
+
 def parse_sent_at(raw: pa.Table, name: str = "sent_at") -> tuple[pa.ChunkedArray, np.ndarray]:
     """UTC nanosecond timestamps of column `name` and a mask of values that are present but not
     usable."""
@@ -473,40 +496,50 @@ def validate(
     sent_at, bad_time = parse_sent_at(raw)
     reason = np.zeros(n, dtype=np.int16)  # 0 = valid, k = REASONS[k - 1]
 
-    def flag(name: str, mask: np.ndarray) -> None:
-        reason[(reason == 0) & mask] = REASONS.index(name) + 1
+    def flag(name: str, rows: np.ndarray) -> None:
+        """`rows`: positions of the rows failing check `name`; a row keeps its first failure."""
+        if len(rows):
+            rows = rows[reason[rows] == 0]
+            reason[rows] = REASONS.index(name) + 1
 
     if bad_encoding is not None:
-        flag("invalid_encoding", bad_encoding)
+        flag("invalid_encoding", np.flatnonzero(bad_encoding))
     for c in REQUIRED_COLUMNS:
         if c == "sent_at":
-            flag("missing_sent_at", ~_mask(sent_at.is_valid()) & ~bad_time)
+            flag("missing_sent_at", np.flatnonzero(~_mask(sent_at.is_valid()) & ~bad_time)
+                 if sent_at.null_count else _NONE)
         else:
-            flag(f"missing_{c}", _check(cols[c], _is_empty, null_as=True))
-    flag("invalid_message_id", ~_mask(_is_message_id(cols["message_id"]), null_as=True))
+            flag(f"missing_{c}", _failing(cols[c], _is_given, null_as=False))
+    flag("invalid_message_id", _failing(cols["message_id"], _is_message_id, null_as=True))
     direction, mtype = cols["direction"], cols["message_type"]
-    flag("invalid_direction", ~_check(direction, _is_in(DIRECTIONS), null_as=False))
-    flag("invalid_message_type", ~_check(mtype, _is_in(MESSAGE_TYPES), null_as=False))
+    flag("invalid_direction", _failing(direction, _is_in(DIRECTIONS), null_as=False))
+    flag("invalid_message_type", _failing(mtype, _is_in(MESSAGE_TYPES), null_as=False))
     inbound = _check(direction, lambda v: pc.equal(v, INBOUND), null_as=False)
-    flag("inbound_template", inbound & _check(mtype, lambda v: pc.equal(v, TEMPLATE), False))
-    status_given = ~_check(cols["status"], _is_empty, null_as=True)
-    flag("invalid_status", status_given & ~_check(cols["status"], _is_in(STATUSES), False))
-    contact_ok = _check(cols["contact_id"], _is_phone_number, null_as=False)
-    flag("invalid_contact_id", ~contact_ok)
-    flag("invalid_sent_at", bad_time)
+    flag("inbound_template", np.flatnonzero(
+        inbound & _check(mtype, lambda v: pc.equal(v, TEMPLATE), False)))
+    # a missing status means "sent"; a given one must be one of STATUSES
+    no_status = _failing(cols["status"], _is_given, null_as=False)
+    flag("invalid_status", _failing(cols["status"], lambda v: pc.or_(_is_empty(v),
+                                                                     _is_in(STATUSES)(v)), True))
+    flag("invalid_contact_id", _failing(cols["contact_id"], _is_phone_number, null_as=False))
+    flag("invalid_sent_at", np.flatnonzero(bad_time))
     if partition_date is not None:
         day = pc.cast(pc.cast(sent_at, pa.timestamp("ns")), pa.date32())
-        inside = pc.equal(day, pa.scalar(partition_date, pa.date32()))
-        flag("sent_at_outside_partition", ~_mask(inside, null_as=True))
+        inside = pc.fill_null(pc.equal(day, pa.scalar(partition_date, pa.date32())), True)
+        flag("sent_at_outside_partition",
+             _NONE if pc.all(inside).as_py() else np.flatnonzero(~_mask(inside)))
     if lines is not None:
         known = _is_in(tuple(lines))
-        flag("unknown_line", ~_check(cols["line_id"], known, null_as=False))
-        flag("line_of_other_customer", ~_owned_by(cols["line_id"], cols["customer_id"], lines))
+        flag("unknown_line", _failing(cols["line_id"], known, null_as=False))
+        flag("line_of_other_customer",
+             np.flatnonzero(~_owned_by(cols["line_id"], cols["customer_id"], lines)))
 
     contact = canonical_contacts(cols["contact_id"])
     status = cols["status"]
-    if not status_given.all():  # a missing status means "sent"
-        status = pc.dictionary_encode(pc.if_else(pa.array(status_given), pc.cast(status, pa.string()),
+    if len(no_status):
+        given = np.ones(n, dtype=bool)
+        given[no_status] = False
+        status = pc.dictionary_encode(pc.if_else(pa.array(given), pc.cast(status, pa.string()),
                                                  DEFAULT_STATUS))
     valid = pa.table(
         {
@@ -602,6 +635,11 @@ def _one_chunk(col: pa.ChunkedArray) -> pa.ChunkedArray:
 def _is_empty(values) -> pa.Array:
     """Empty text, read from the value lengths alone."""
     return pc.equal(pc.binary_length(values), 0)
+
+
+def _is_given(values) -> pa.Array:
+    """Text that is not empty (a null is neither)."""
+    return pc.not_equal(pc.binary_length(values), 0)
 
 
 def _is_message_id(values) -> pa.Array:

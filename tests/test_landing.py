@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from billing_jobs import landing
 
@@ -182,3 +185,19 @@ def test_one_contact_spelled_with_and_without_plus_is_one_code(ids):
     assert encoded.to_pylist() == [i.lstrip("+") for i in ids]
     codes = encoded.chunks[0].indices.to_pylist()
     assert len(set(codes)) == len({i.lstrip("+") for i in ids})  # one code per number
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "", None, "inbound"]), max_size=6), max_size=4),
+       st.booleans(), st.booleans())
+def test_failing_rows_are_those_the_mask_flags(chunks, encoded, null_as):
+    """`_failing` (positions, cut short when a chunk passes whole) names exactly the rows that
+    `_check`'s mask fails, across chunks, nulls and dictionaries holding values no row uses."""
+    arrays = [pa.array(c, pa.string()) for c in chunks]
+    if encoded:  # each chunk its own dictionary, with a value no row of it uses
+        arrays = [pc.dictionary_encode(pa.concat_arrays([a, pa.array(["unused"])])).slice(0, len(a))
+                  for a in arrays]
+    col = pa.chunked_array(arrays, arrays[0].type if arrays else pa.string())
+    for test in (landing._is_given, landing._is_in(("a", "inbound")), landing._is_message_id):
+        expected = np.flatnonzero(~landing._check(col, test, null_as))
+        assert landing._failing(col, test, null_as).tolist() == expected.tolist()
