@@ -67,9 +67,10 @@ def _maybe_repeated(hashes: np.ndarray, halves: bool | None = None) -> np.ndarra
         halves = THREADS > 1 and len(hashes) >= PARALLEL_FROM
     if halves:
         high = hashes >= np.uint64(2**63)
-        twice = np.concatenate(side_by_side(_repeated_values, (hashes[~high], hashes[high]), 2))
+        halves_of = (hashes[~high], hashes[high])  # copies (a mask selects): sorted in place
+        twice = np.concatenate(side_by_side(_sorted_repeats, halves_of, 2))
     else:
-        twice = _repeated_values(hashes)
+        twice = _sorted_repeats(hashes.copy())  # the caller's hashes keep their row order
     out = np.zeros(len(hashes), dtype=bool)
     if not len(twice):
         return out
@@ -85,10 +86,11 @@ def _maybe_repeated(hashes: np.ndarray, halves: bool | None = None) -> np.ndarra
     return out
 
 
-def _repeated_values(hashes: np.ndarray) -> np.ndarray:
-    """The values that occur more than once, sorted, each once."""
-    ordered = np.sort(hashes)
-    return distinct_sorted(ordered[1:][ordered[1:] == ordered[:-1]])
+def _sorted_repeats(hashes: np.ndarray) -> np.ndarray:
+    """The values that occur more than once, sorted, each once. Sorts `hashes` in place: a
+    private copy, so that no second array as large is made (fresh pages cost here)."""
+    hashes.sort()
+    return distinct_sorted(hashes[1:][hashes[1:] == hashes[:-1]])
 
 
 def deduplicate(valid: pa.Table, conflicting: np.ndarray | None = None,

@@ -45,6 +45,7 @@ def test_maybe_repeated_marks_exactly_the_hashes_that_occur_more_than_once(value
     hashes = np.array(values, dtype=np.uint64)
     counts = collections.Counter(values)
     assert _maybe_repeated(hashes, halves).tolist() == [counts[v] > 1 for v in values]
+    assert hashes.tolist() == values  # the rows' hashes are left in row order
 
 
 # the accepted-messages profile as it was first written, in SQL: the definition the numpy count
