@@ -407,8 +407,8 @@ def _failing(col: pa.ChunkedArray, test, null_as: bool) -> np.ndarray:
     found, offset = [], 0
     for chunk in col.chunks:
         if pa.types.is_dictionary(chunk.type):
-            fails = ~np.append(_mask(test(chunk.dictionary), null_as), null_as)
-            if fails[:-1 if chunk.null_count == 0 else None].any():
+            fails = ~np.append(_mask(test(chunk.dictionary), null_as), null_as)  # last: null
+            if fails[:-1].any() or (chunk.null_count and not null_as):
                 codes = pc.fill_null(chunk.indices, len(fails) - 1)
                 found.append(np.flatnonzero(fails[codes.to_numpy(zero_copy_only=False)]) + offset)
         else:
@@ -525,9 +525,9 @@ def validate(
     flag("invalid_sent_at", np.flatnonzero(bad_time))
     if partition_date is not None:
         day = pc.cast(pc.cast(sent_at, pa.timestamp("ns")), pa.date32())
-        inside = pc.fill_null(pc.equal(day, pa.scalar(partition_date, pa.date32())), True)
+        partition = pa.scalar(partition_date, pa.date32())
         flag("sent_at_outside_partition",
-             _NONE if pc.all(inside).as_py() else np.flatnonzero(~_mask(inside)))
+             _failing(day, lambda v: pc.equal(v, partition), null_as=True))
     if lines is not None:
         known = _is_in(tuple(lines))
         flag("unknown_line", _failing(cols["line_id"], known, null_as=False))
