@@ -63,7 +63,7 @@ def publish(settings: Settings, folder: RunFolder,
         adjustments = invoicing.book_adjustments(
             conn, schema, day, lambda: read_parquet(starts_path), run.run_id,
             f"{day} published again by run {run.run_id} (inputs {run.input_fingerprint[:12]})")
-        warehouse.replace_day(conn, schema, day, tables)
+        warehouse.replace_day(conn, schema, day, tables, run.run_id)
         _record_conflicts(conn, schema, run, tables["quarantined_messages"])
         warehouse.record_run(conn, schema, run_row(run, "published", amount))
         if audit is not None:  # the last thing before the commit

@@ -1,6 +1,7 @@
 """Bulk loading into the warehouse (`warehouse.insert_arrow`) keeps every value exactly: the empty
 string apart from NULL, separators, quotes and line breaks inside text, exact decimals, instants
-(to PostgreSQL's microseconds), dates, booleans and dictionary-encoded text, on both warehouses."""
+(to PostgreSQL's microseconds), dates, booleans and dictionary-encoded text, on both warehouses;
+and a day loaded again (`warehouse.replace_day`) holds exactly its new rows."""
 
 from __future__ import annotations
 
@@ -62,3 +63,84 @@ def test_values_survive_the_bulk_load(warehouse_url, given_as, tmp_path):
         got_t, got_n, got_at, got_b, got_d, got_k, got_dict = row
         assert (got_t, got_n, got_b, got_d, got_k, got_dict) == (t, n, b, d, k, t)
         assert (got_at is None and at is None) or got_at.astimezone(UTC) == at
+
+
+def _day_tables(day: dt.date, run_id: str, starts: dict[str, str]) -> dict[str, pa.Table]:
+    """A day's four tables: one start per (message id: unit price), ns instants as staged."""
+    n = len(starts)
+    ns = 1_772_323_200 * 10**9 + 123_456_789  # 2026-03-01 00:00:00.123456789
+    text = lambda v: pa.array([v] * n, pa.string())
+    when = pa.array([ns + i * 10**9 + (day - dt.date(2026, 3, 1)).days * 86_400 * 10**9
+                     for i in range(n)], pa.timestamp("ns", "UTC"))
+    return {
+        "conversation_starts": pa.table({
+            "message_id": list(starts), "billing_date": pa.array([day] * n, pa.date32()),
+            "customer_id": text("C1"), "line_id": text("L1"), "contact_key": text("k"),
+            "country": text("DE"), "conversation_type": text("user_initiated"), "started_at": when,
+            "unit_price": pa.array([Decimal(p) for p in starts.values()], pa.decimal128(20, 10)),
+            "currency": text("EUR"), "rate_row": pa.array([1] * n, pa.int32()),
+            "run_id": text(run_id)}),
+        "invoice_lines": pa.table({
+            "billing_date": pa.array([day], pa.date32()), "customer_id": ["C1"], "country": ["DE"],
+            "conversation_type": ["user_initiated"], "currency": ["EUR"],
+            "unit_price": pa.array([Decimal("0.1")], pa.decimal128(20, 10)),
+            "quantity": pa.array([n], pa.int64()),
+            "amount": pa.array([Decimal(n) / 10], pa.decimal128(38, 10)), "run_id": [run_id]}),
+        "session_anomalies": pa.table({
+            "message_id": [f"a-{day}"], "customer_id": ["C1"], "line_id": ["L1"],
+            "contact_key": ["k"], "sent_at": when.slice(0, 1), "kind": ["outside_session"],
+            "run_id": [run_id], "billing_date": pa.array([day], pa.date32())}),
+        "quarantined_messages": pa.table({
+            "message_id": [None], "reason": ["missing_message_id"], "record": ["{}"],
+            "source_file": ["f.parquet"], "source_row": pa.array([2], pa.int64()),
+            "run_id": [run_id], "billing_date": pa.array([day], pa.date32()),
+            "partition_date": pa.array([day], pa.date32())}),
+    }
+
+
+def test_a_day_replaced_holds_exactly_the_new_rows(warehouse_url, tmp_path):
+    """Publishing a day again leaves exactly its new rows (run id included) and every other day
+    as it was; on DuckDB the rows that did not change stay where they were (same rowid: not
+    deleted from the key index and inserted again, which DuckDB's commit pays per row)."""
+    from billing_jobs import migrate
+
+    day, other = dt.date(2026, 3, 2), dt.date(2026, 3, 1)
+    first = _day_tables(day, "run-1", {"m1": "0.1", "m2": "0.1", "m3": "0.1"})
+    again = _day_tables(day, "run-2", {"m1": "0.1", "m2": "0.2", "m4": "0.1"})
+    pq.write_table(again["conversation_starts"], tmp_path / "starts.parquet")
+    again["conversation_starts"] = tmp_path / "starts.parquet"  # as publish gives it
+    engine = warehouse.create_engine(warehouse_url)
+    duckdb = engine.dialect.name == "duckdb"
+    try:
+        with engine.connect() as conn:
+            migrate.upgrade(conn, "billing", 30)
+        for tables, on, run in ((_day_tables(other, "run-0", {"m0": "0.1"}), other, "run-0"),
+                                (first, day, "run-1")):
+            with engine.begin() as conn:
+                warehouse.replace_day(conn, "billing", on, tables, run)
+        where = "select message_id, {} from billing.conversation_starts order by message_id"
+        before = (dict(tuple(r) for r in engine.connect().execute(
+            sa.text(where.format("rowid"))).all()) if duckdb else {})
+        with engine.begin() as conn:
+            warehouse.replace_day(conn, "billing", day, again, "run-2")
+        with engine.connect() as conn:
+            starts = conn.execute(sa.text(where.format(
+                "billing_date, unit_price, run_id, started_at"))).all()
+            rowids = dict(tuple(r) for r in conn.execute(sa.text(where.format("rowid"))).all()
+                          ) if duckdb else {}
+            others = {name: conn.execute(sa.text(
+                f"select billing_date, run_id, count(*) from billing.{name}"
+                f" group by billing_date, run_id order by billing_date")).all()
+                for name in warehouse.DAY_TABLES}
+    finally:
+        engine.dispose()
+    assert [(m, d, p, r) for m, d, p, r, _ in starts] == [
+        ("m0", other, Decimal("0.1"), "run-0"), ("m1", day, Decimal("0.1"), "run-2"),
+        ("m2", day, Decimal("0.2"), "run-2"), ("m4", day, Decimal("0.1"), "run-2")]
+    assert starts[1][4].astimezone(UTC).microsecond == 123456  # truncated, as a first load
+    for name, rows in others.items():
+        assert [tuple(r) for r in rows] == [(other, "run-0", 1), (day, "run-2", 3 if
+                                            name == "conversation_starts" else 1)], name
+    if duckdb:
+        assert rowids["m0"] == before["m0"] and rowids["m1"] == before["m1"]  # kept in place
+        assert rowids["m2"] not in before.values() and rowids["m4"] not in before.values()
