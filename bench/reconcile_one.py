@@ -37,13 +37,15 @@ def run_duckdb(folder: Path):
 def job_engine(folder: Path, scratch: Path | None = None):
     """The product's daily job for the day, exactly as `billing-jobs run` does it, into the
     warehouse under `scratch` (a new one if not given; a given one may hold the day already)."""
-    from billing_jobs import auditor, sequence
+    from billing_jobs import auditor
+
+    auditor.start()  # as cmd_run does: Great Expectations warms up in its own process, first
+    from billing_jobs import sequence
     from billing_jobs.config import Settings
 
     scratch = scratch or Path(tempfile.mkdtemp(prefix="bench-job-"))
     settings = Settings.resolve(source=str(folder.parent), staging=str(scratch / "staging"),
                                 warehouse_url=f"duckdb:///{scratch}/warehouse.duckdb")
-    auditor.start()  # as cmd_run does: Great Expectations warms up in its own process
     try:
         done = sequence.run_day(settings, _day(folder), shards=1)  # unsharded: one process
     finally:
