@@ -322,10 +322,8 @@ def scratch_table(conn: sa.Connection, name: str, data: pa.Table, like: str):
         return
     raw = conn.connection.dbapi_connection
     raw.register(name, _microseconds(data))
-    try:
-        yield
-    finally:
-        raw.unregister(name)
+    yield
+    raw.unregister(name)  # not on failure: see _duckdb_rows
 
 
 def _copy_in(raw, target: str, columns: str, data: pa.Table) -> None:
@@ -389,17 +387,15 @@ def _duckdb_rows(conn: sa.Connection, table: str, data: pa.Table | Path):
         literal = "'" + str(data).replace("'", "''") + "'"
         conn.execute(sa.text(f"create or replace temporary view {name} as select {values}"
                              f" from read_parquet({literal})"))
-        try:
-            yield name
-        finally:  # on failure the connection is discarded with its view
-            conn.execute(sa.text(f"drop view if exists {name}"))
+        yield name
+        # not on failure: the transaction is aborted then (a drop would hide its error), and
+        # the connection is discarded with its view
+        conn.execute(sa.text(f"drop view {name}"))
         return
     raw = conn.connection.dbapi_connection
     raw.register(name, _microseconds(data))
-    try:
-        yield name
-    finally:
-        raw.unregister(name)
+    yield name
+    raw.unregister(name)  # not on failure either, as above
 
 
 def _columns(data: pa.Table | Path) -> list[str]:
@@ -459,6 +455,8 @@ def _replace_by_difference(conn: sa.Connection, target: str, day, data: pa.Table
     if given != held:
         raise RunError(f"{target}: {given:,} rows to publish for {day} but {held:,} distinct "
                        f"ones: the staged run holds a duplicate row; nothing published")
+
+
 def store_reference(conn: sa.Connection, schema: str, reference) -> None:
     """The reference rows a run used, once per content hash."""
     seen = conn.execute(sa.text(f"select count(*) from {schema}.lines where reference_hash = :h"),

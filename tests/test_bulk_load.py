@@ -144,3 +144,26 @@ def test_a_day_replaced_holds_exactly_the_new_rows(warehouse_url, tmp_path):
     if duckdb:
         assert rowids["m0"] == before["m0"] and rowids["m1"] == before["m1"]  # kept in place
         assert rowids["m2"] not in before.values() and rowids["m4"] not in before.values()
+
+
+def test_a_start_billed_on_another_day_fails_the_replacement_by_its_key(warehouse_url, tmp_path):
+    """The key still decides: a staged start whose message is billed on another day fails the
+    publish with the database's own word for it, not an error of the clean-up after it."""
+    from billing_jobs import migrate
+
+    day, other = dt.date(2026, 3, 2), dt.date(2026, 3, 1)
+    again = _day_tables(day, "run-2", {"m0": "0.1"})
+    pq.write_table(again["conversation_starts"], tmp_path / "starts.parquet")
+    again["conversation_starts"] = tmp_path / "starts.parquet"
+    engine = warehouse.create_engine(warehouse_url)
+    try:
+        with engine.connect() as conn:
+            migrate.upgrade(conn, "billing", 30)
+        with engine.begin() as conn:
+            warehouse.replace_day(conn, "billing", other, _day_tables(other, "run-0", {"m0": "0.1"}),
+                                  "run-0")
+        with pytest.raises(Exception, match="(?i)duplicate key|primary key"), \
+                engine.begin() as conn:
+            warehouse.replace_day(conn, "billing", day, again, "run-2")
+    finally:
+        engine.dispose()
