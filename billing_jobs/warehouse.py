@@ -436,12 +436,17 @@ def _replace_by_difference(conn: sa.Connection, target: str, day, data: pa.Table
     (an update of a column outside the key, in place), and the rows not kept are inserted. The
     key makes the table's rows unique; a row that `data` holds twice would be kept or inserted
     once, so the day's rows are counted against `data`'s and the transaction fails if they
-    differ, as the key would fail a plain insert."""
+    differ, as the key would fail a plain insert. A day not published yet (the nightly run) is
+    a plain insert."""
     columns = _columns(data)
     same = " and ".join(f"t.{c} is not distinct from s.{c}" for c in columns if c != "run_id")
     names = ", ".join(columns)
     day_of = {"d": day}
+    count_held = f"select count(*) from {target} where billing_date = :d"
     with _duckdb_rows(conn, target.rsplit(".", 1)[-1], data) as staged:
+        if not conn.execute(sa.text(count_held), day_of).scalar_one():
+            conn.execute(sa.text(f"insert into {target} ({names}) select {names} from {staged}"))
+            return
         conn.execute(sa.text(f"delete from {target} as t where t.billing_date = :d and not exists"
                              f" (select 1 from {staged} as s where {same})"), day_of)
         conn.execute(sa.text(f"update {target} set run_id = :r where billing_date = :d"),
@@ -449,9 +454,8 @@ def _replace_by_difference(conn: sa.Connection, target: str, day, data: pa.Table
         conn.execute(sa.text(f"insert into {target} ({names}) select {names} from {staged} as s"
                              f" where not exists (select 1 from {target} as t"
                              f" where t.billing_date = :d and {same})"), day_of)
-        given, held = (conn.execute(sa.text(sql), day_of).scalar_one() for sql in (
-            f"select count(*) from {staged}",
-            f"select count(*) from {target} where billing_date = :d"))
+        given, held = (conn.execute(sa.text(sql), day_of).scalar_one()
+                       for sql in (f"select count(*) from {staged}", count_held))
     if given != held:
         raise RunError(f"{target}: {given:,} rows to publish for {day} but {held:,} distinct "
                        f"ones: the staged run holds a duplicate row; nothing published")
