@@ -296,15 +296,14 @@ def insert_arrow(conn: sa.Connection, schema: str, table: str, data: pa.Table) -
     dialect has: DuckDB scans the Arrow table, PostgreSQL gets COPY, others executemany."""
     if data.num_rows == 0:
         return
+    if conn.dialect.name == "duckdb":
+        _duckdb_insert(conn, schema, table, data)
+        return
     columns = ", ".join(data.column_names)
     target = f"{schema}.{table}" if schema else table
-    raw = conn.connection.dbapi_connection
     data = _microseconds(data)
-    if conn.dialect.name == "duckdb":
-        with _duckdb_rows(conn, table, data) as staged:
-            conn.execute(sa.text(f"insert into {target} ({columns}) select {columns} from {staged}"))
-    elif conn.dialect.name == "postgresql":
-        _copy_in(raw, target, columns, data)
+    if conn.dialect.name == "postgresql":
+        _copy_in(conn.connection.dbapi_connection, target, columns, data)
     else:
         meta = sa.table(table, *(sa.column(c) for c in data.column_names), schema=schema)
         conn.execute(meta.insert(), data.to_pylist())
@@ -320,10 +319,8 @@ def scratch_table(conn: sa.Connection, name: str, data: pa.Table, like: str):
         insert_arrow(conn, None, name, data)
         yield
         return
-    raw = conn.connection.dbapi_connection
-    raw.register(name, _microseconds(data))
-    yield
-    raw.unregister(name)  # not on failure: see _duckdb_rows
+    with _duckdb_rows(conn, name, data):
+        yield
 
 
 def _copy_in(raw, target: str, columns: str, data: pa.Table) -> None:
@@ -360,10 +357,7 @@ def insert_parquet(conn: sa.Connection, schema: str, table: str, path: Path) -> 
     """Append a parquet file's rows to `schema.table` without holding the file in memory: DuckDB
     reads it itself, other dialects get it in batches."""
     if conn.dialect.name == "duckdb":
-        target = f"{schema}.{table}" if schema else table
-        with _duckdb_rows(conn, table, path) as staged:
-            columns = ", ".join(_columns(path))
-            conn.execute(sa.text(f"insert into {target} ({columns}) select {columns} from {staged}"))
+        _duckdb_insert(conn, schema, table, path)
         return
     import pyarrow.parquet as pq
 
@@ -372,38 +366,46 @@ def insert_parquet(conn: sa.Connection, schema: str, table: str, path: Path) -> 
 
 
 @contextmanager
-def _duckdb_rows(conn: sa.Connection, table: str, data: pa.Table | Path):
-    """The name under which DuckDB's statements read `data` in place: an Arrow table registered
-    as it is, or a parquet file read by DuckDB itself (a view, not held in memory). Nanosecond
-    instants are truncated to microseconds either way (`_microseconds`)."""
-    name = f"staged_{table}"
+def _duckdb_rows(conn: sa.Connection, name: str, data: pa.Table | Path):
+    """`data` as relation `name` that DuckDB's statements read in place, and its columns: an
+    Arrow table registered as it is, or a parquet file read by DuckDB itself (a view, not held in
+    memory). Nanosecond instants are truncated to microseconds either way (`_microseconds`).
+    Removed again only on success: after a failed statement the transaction is aborted (a removal
+    would replace its error by DuckDB's "transaction is aborted"), and the connection is
+    discarded with what it registered."""
     if isinstance(data, Path):
         import pyarrow.parquet as pq
 
+        fields = pq.read_schema(data)
         values = ", ".join(
             f"make_timestamp{'tz' if f.type.tz else ''}(epoch_ns({f.name}) // 1000) as {f.name}"
-            if pa.types.is_timestamp(f.type) and f.type.unit == "ns" else f.name
-            for f in pq.read_schema(data))
+            if pa.types.is_timestamp(f.type) and f.type.unit == "ns" else f.name for f in fields)
         literal = "'" + str(data).replace("'", "''") + "'"
         conn.execute(sa.text(f"create or replace temporary view {name} as select {values}"
                              f" from read_parquet({literal})"))
-        yield name
-        # not on failure: the transaction is aborted then (a drop would hide its error), and
-        # the connection is discarded with its view
+        yield name, fields.names
         conn.execute(sa.text(f"drop view {name}"))
         return
     raw = conn.connection.dbapi_connection
     raw.register(name, _microseconds(data))
-    yield name
-    raw.unregister(name)  # not on failure either, as above
+    yield name, data.column_names
+    raw.unregister(name)
 
 
-def _columns(data: pa.Table | Path) -> list[str]:
+def _duckdb_insert(conn: sa.Connection, schema: str | None, table: str,
+                   data: pa.Table | Path) -> None:
+    target = f"{schema}.{table}" if schema else table
+    with _duckdb_rows(conn, f"staged_{table}", data) as (staged, columns):
+        names = ", ".join(columns)
+        conn.execute(sa.text(f"insert into {target} ({names}) select {names} from {staged}"))
+
+
+def insert(conn: sa.Connection, schema: str, table: str, data: pa.Table | Path) -> None:
+    """`insert_parquet` for a staged file, `insert_arrow` for a table."""
     if isinstance(data, Path):
-        import pyarrow.parquet as pq
-
-        return pq.read_schema(data).names
-    return data.column_names
+        insert_parquet(conn, schema, table, data)
+    else:
+        insert_arrow(conn, schema, table, data)
 
 
 def replace_day(conn: sa.Connection, schema: str, day, tables: dict[str, pa.Table | Path],
@@ -412,41 +414,38 @@ def replace_day(conn: sa.Connection, schema: str, day, tables: dict[str, pa.Tabl
     then insert the new ones. A table given as a path is a staged parquet file, loaded without
     reading it into memory. All of the new rows carry `run_id`.
 
-    On DuckDB the tables with a primary key are changed by difference instead: DuckDB takes each
-    deleted row's key out of the index one by one at commit (0.7 s for the 46k starts of a
-    1M-message day, ~15 us a row), while a day published again mostly holds the rows it held."""
+    On DuckDB the tables with a primary key that hold rows of the date already are changed by
+    difference instead (`_replace_by_difference`): DuckDB takes each deleted row's key out of the
+    index one by one at commit (0.7 s for the 46k starts of a 1M-message day, ~15 us a row),
+    while a day published again mostly holds the rows it held."""
     keyed = KEYED_DAY_TABLES if conn.dialect.name == "duckdb" else ()
-    for name in keyed:
-        _replace_by_difference(conn, f"{schema}.{name}", day, tables[name], run_id)
-    rest = [name for name in DAY_TABLES if name not in keyed]
-    for name in rest:
-        conn.execute(sa.text(f"delete from {schema}.{name} where billing_date = :d"), {"d": day})
-    for name in rest:
-        data = tables[name]
-        if isinstance(data, Path):
-            insert_parquet(conn, schema, name, data)
-        else:
-            insert_arrow(conn, schema, name, data)
+    for name in DAY_TABLES:
+        if name in keyed and _rows_of_day(conn, f"{schema}.{name}", day):
+            _replace_by_difference(conn, schema, name, day, tables[name], run_id)
+        else:  # (a day not published yet, the nightly run, has nothing to keep)
+            conn.execute(sa.text(f"delete from {schema}.{name} where billing_date = :d"),
+                         {"d": day})
+            insert(conn, schema, name, tables[name])
 
 
-def _replace_by_difference(conn: sa.Connection, target: str, day, data: pa.Table | Path,
-                           run_id: str) -> None:
+def _rows_of_day(conn: sa.Connection, target: str, day) -> int:
+    return conn.execute(sa.text(f"select count(*) from {target} where billing_date = :d"),
+                        {"d": day}).scalar_one()
+
+
+def _replace_by_difference(conn: sa.Connection, schema: str, table: str, day,
+                           data: pa.Table | Path, run_id: str) -> None:
     """DuckDB: the date's rows of `target` made exactly `data` without touching the rows equal
     to one of `data`'s but for the run id: the others are deleted, the kept ones take `run_id`
     (an update of a column outside the key, in place), and the rows not kept are inserted. The
     key makes the table's rows unique; a row that `data` holds twice would be kept or inserted
     once, so the day's rows are counted against `data`'s and the transaction fails if they
-    differ, as the key would fail a plain insert. A day not published yet (the nightly run) is
-    a plain insert."""
-    columns = _columns(data)
-    same = " and ".join(f"t.{c} is not distinct from s.{c}" for c in columns if c != "run_id")
-    names = ", ".join(columns)
+    differ, as the key would fail a plain insert."""
+    target = f"{schema}.{table}"
     day_of = {"d": day}
-    count_held = f"select count(*) from {target} where billing_date = :d"
-    with _duckdb_rows(conn, target.rsplit(".", 1)[-1], data) as staged:
-        if not conn.execute(sa.text(count_held), day_of).scalar_one():
-            conn.execute(sa.text(f"insert into {target} ({names}) select {names} from {staged}"))
-            return
+    with _duckdb_rows(conn, f"staged_{table}", data) as (staged, columns):
+        same = " and ".join(f"t.{c} is not distinct from s.{c}" for c in columns if c != "run_id")
+        names = ", ".join(columns)
         conn.execute(sa.text(f"delete from {target} as t where t.billing_date = :d and not exists"
                              f" (select 1 from {staged} as s where {same})"), day_of)
         conn.execute(sa.text(f"update {target} set run_id = :r where billing_date = :d"),
@@ -454,8 +453,8 @@ def _replace_by_difference(conn: sa.Connection, target: str, day, data: pa.Table
         conn.execute(sa.text(f"insert into {target} ({names}) select {names} from {staged} as s"
                              f" where not exists (select 1 from {target} as t"
                              f" where t.billing_date = :d and {same})"), day_of)
-        given, held = (conn.execute(sa.text(sql), day_of).scalar_one()
-                       for sql in (f"select count(*) from {staged}", count_held))
+        given = conn.execute(sa.text(f"select count(*) from {staged}")).scalar_one()
+    held = _rows_of_day(conn, target, day)
     if given != held:
         raise RunError(f"{target}: {given:,} rows to publish for {day} but {held:,} distinct "
                        f"ones: the staged run holds a duplicate row; nothing published")
