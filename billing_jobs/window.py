@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from billing_jobs import landing
@@ -19,23 +20,37 @@ def partitions_read(day: dt.date) -> list[dt.date]:
     return [day - dt.timedelta(days=k) for k in range(LOOK_BACK_DAYS, -1, -1)]
 
 
+_BLOCK = 1 << 20  # bytes hashed at a time
+
+
 def fingerprint(files: list[Path]) -> str:
-    """Content hash of a partition's files (names and bytes)."""
-    return fingerprint_and_digests(files)[0]
+    """Content hash of a partition's files (names and bytes): the SHA-256 of each name, a NUL
+    and the file's bytes, one file after the other in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.name):
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(_BLOCK), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def fingerprint_and_digests(files: list[Path]) -> tuple[str, dict[Path, str]]:
     """The partition's fingerprint and, read in the same pass, each file's own content hash
-    (what a file's prepared pieces are kept under: shards.py)."""
+    (what a file's prepared pieces are kept under: shards.py). The two hashes of a block run
+    side by side (hashlib lets go of the GIL): the plan of a 10M-message day hashes its
+    window's 0.5 GB twice."""
     digest, digests = hashlib.sha256(), {}
-    for path in sorted(files, key=lambda p: p.name):
-        digest.update(path.name.encode() + b"\0")
-        own = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-                own.update(block)
-        digests[path] = own.hexdigest()
+    with ThreadPoolExecutor(1) as helper:
+        for path in sorted(files, key=lambda p: p.name):
+            digest.update(path.name.encode() + b"\0")
+            own = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(_BLOCK), b""):
+                    beside = helper.submit(own.update, block)
+                    digest.update(block)
+                    beside.result()
+            digests[path] = own.hexdigest()
     return digest.hexdigest(), digests
 
 
