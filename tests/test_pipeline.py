@@ -430,6 +430,26 @@ def test_restatement_rebills_exactly_the_days_a_late_file_changes(settings):
         assert published_lines(settings, day) == normalised(expected_lines(settings, day))
 
 
+def test_a_partition_fingerprint_is_the_recorded_definition(tmp_path):
+    """Published days keep their partitions' fingerprints (billing_runs.partitions) and each
+    night's restatement compares them: a changed definition would re-bill every published day.
+    Both ways of computing it (the plan's, with each file's own hash, and restatement's) keep
+    the one definition: SHA-256 over each file's name, a NUL and its bytes, in name order."""
+    import hashlib
+
+    files = []
+    for name, size in (("b.parquet", 3 << 20), ("a.csv", 5), ("c.jsonl", 0)):  # blocks and none
+        files.append(tmp_path / name)
+        files[-1].write_bytes(bytes(k % 251 for k in range(size)))
+    expected = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.name):
+        expected.update(path.name.encode() + b"\0" + path.read_bytes())
+    assert window.fingerprint(files) == expected.hexdigest()
+    fingerprint, own = window.fingerprint_and_digests(files)
+    assert fingerprint == expected.hexdigest()
+    assert own == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
 def test_the_starts_are_audited_in_slices_and_ids_stay_unique_across_them(settings, monkeypatch):
     monkeypatch.setattr(audit_inputs, "AUDIT_CHUNK_ROWS", 100)  # several slices even on a small day
     folder = write_day(settings, DAYS[0])
