@@ -4,7 +4,7 @@ Airflow task calls (`billing_jobs.orchestration`), so the parent reads that task
     python -m bench.task plan DAY [SHARDS]      (no SHARDS: as the nightly run decides)
     python -m bench.task split_numbers|shard_numbers FOLDER
     python -m bench.task split|write_shard FOLDER K
-    python -m bench.task combine|audit|publish FOLDER
+    python -m bench.task combine|publish FOLDER
 
 Settings come from the environment (BILLING_SOURCE, BILLING_STAGING, BILLING_WAREHOUSE_URL,
 BILLING_ROWS_PER_SHARD), as on a worker without Airflow Variables. Prints one JSON line: the
@@ -27,8 +27,7 @@ def main(name: str, *args: str) -> None:
             "shard_numbers": orchestration.shard_numbers,
             "split": lambda folder, k: orchestration.split(folder, int(k)),
             "write_shard": lambda folder, k: orchestration.write_shard(folder, int(k)),
-            "combine": orchestration.combine, "audit": orchestration.audit,
-            "publish": orchestration.publish}[name]
+            "combine": orchestration.combine, "publish": orchestration.publish}[name]
     value = task(*args)
     print(json.dumps({"task": name, "value": value, "seconds": time.perf_counter() - started}))
 

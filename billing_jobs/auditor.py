@@ -5,8 +5,9 @@ run's own Arrow, NumPy and DuckDB calls need to start and finish: measured on a 
 provider day, a preloading thread made the command no faster than importing GX at the audit. A
 worker process started with the command imports it on the other core instead, and the audit is
 sent to it when the run gets there: a module-level function and picklable arguments (Arrow
-tables, paths, numbers; never a phone number, which never reaches an audit). Without a worker
-(library calls, tests, Airflow tasks), `run` calls the function here.
+tables, paths, numbers; never a phone number, which never reaches an audit). `billing-jobs run`,
+`restate` and `reconcile-provider` start one with the command, billing_daily's publish task with
+the task. Without a worker (library calls, tests, other tasks), `run` calls the function here.
 
 The worker answers one request at a time on its stdin and a private copy of its stdout (GX's own
 prints go to stderr). The command stops it when it ends; it also ends by itself when the command's

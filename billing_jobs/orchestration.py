@@ -83,6 +83,7 @@ def step(name: str, day: str | dt.date):
         yield
     except Exception as exc:
         reason = one_line(exc)
+        name = getattr(exc, "billing_step", name)  # e.g. the audit inside the publish task
         message = f"billing date {day}: {name} failed: {reason}"
         if is_transient(exc):
             log.error("%s (transient: retried if attempts are left)", message)
@@ -91,7 +92,7 @@ def step(name: str, day: str | dt.date):
         from airflow.sdk.exceptions import AirflowFailException
 
         failure = AirflowFailException(message)
-        failure.billing_reason = reason
+        failure.billing_reason, failure.billing_step = reason, name
         raise failure from None
 
 
@@ -182,25 +183,29 @@ def combine(folder: str) -> str:
         return folder
 
 
-def audit(folder: str) -> str:
-    from billing_jobs import sequence
+def publish(folder: str, dry_run: bool = False) -> dict | None:
+    """Audit the staged run and publish it, as `billing-jobs run` ends: Great Expectations is
+    imported in a process of its own from the task's first moment (`auditor`), on the other core,
+    and audits while the day is written; the day is committed only once the audit passed. An
+    audit failure fails this task as the step `audit`. `dry_run`: the audit alone (None)."""
+    from billing_jobs import auditor, sequence
 
-    with step("audit", _day_of(folder)):
-        sequence.audit(settings(), _folder(folder))
-        return folder
-
-
-def publish(folder: str) -> dict:
-    from billing_jobs import sequence
-
-    with step("publish", _day_of(folder)):
-        done = sequence.publish(settings(), _folder(folder))
-        log.info("published %s: %s starts, amount %s (run %s)", _day_of(folder),
-                 done["starts_on_day"], done["amount"], done["run_id"])
-        _log_adjustments(done)
-        return {"billing_date": _day_of(folder), "run_id": done["run_id"],
-                "starts": done["starts_on_day"], "amount": str(done["amount"]),
-                "adjustments": len(done["adjustments"])}
+    day = _day_of(folder)
+    auditor.start()
+    try:
+        with step("publish", day):
+            if dry_run:
+                sequence.audit(settings(), _folder(folder))
+                log.info("dry run: %s audited, nothing published", day)
+                return None
+            done = sequence.audit_and_publish(settings(), _folder(folder))
+    finally:
+        auditor.stop()
+    log.info("published %s: %s starts, amount %s (run %s)", day,
+             done["starts_on_day"], done["amount"], done["run_id"])
+    _log_adjustments(done)
+    return {"billing_date": day, "run_id": done["run_id"], "starts": done["starts_on_day"],
+            "amount": str(done["amount"]), "adjustments": len(done["adjustments"])}
 
 
 def _log_adjustments(done: dict) -> None:
@@ -234,7 +239,8 @@ def record_task_failure(context) -> None:
         if run is not None:
             with contextlib.suppress(Exception):
                 run_id = run.plan.run_id
-        record_failure(settings(), day, run_id, ti.task_id, reason, run)
+        step_name = getattr(exc, "billing_step", None) or ti.task_id
+        record_failure(settings(), day, run_id, step_name, reason, run)
     except Exception as exc:  # noqa: BLE001 - a callback must never hide the task's own failure
         log.error("recording the failure in billing_runs failed: %s", one_line(exc))
 

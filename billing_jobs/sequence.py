@@ -3,9 +3,10 @@
     plan -> split (prepare, per part) -> write_shard (per shard) -> combine -> audit -> publish
 
 Airflow runs each step as a task (`dags/billing_daily.py` through `orchestration`); `run_day`
-runs them in a row for `billing-jobs run` and restatement, with one overlap: publish writes the
-day in its transaction while Great Expectations audits it, and commits only once it passed. Both
-call these functions and nothing else computes a day. An unsharded day is a plan with one shard.
+runs them in a row for `billing-jobs run` and restatement. Both end the same way
+(`audit_and_publish`, one task in Airflow): publish writes the day in its transaction while Great
+Expectations audits it, and commits only once it passed. Both call these functions and nothing
+else computes a day. An unsharded day is a plan with one shard.
 
 Every step takes the settings and the run folder, reads and writes only that folder (and, for
 `publish`, the warehouse), and can be repeated: a retried step redoes its own work only. A failure
@@ -92,7 +93,7 @@ def _billed(settings: Settings):
 
 
 def audit(settings: Settings, folder: RunFolder) -> None:
-    _start_audit(settings, folder).result()
+    _audited(_start_audit(settings, folder))
     release_memory()
 
 
@@ -104,8 +105,37 @@ def _start_audit(settings: Settings, folder: RunFolder) -> auditor.Pending:
     return auditor.submit(audit_inputs.audit_run, folder, settings.suites, settings.gx_project)
 
 
+def _audited(pending: auditor.Pending) -> None:
+    """Wait for the audit. Its failure names the step `audit` (`billing_step`) wherever it is
+    waited for, inside the publish too."""
+    try:
+        pending.result()
+    except Exception as exc:
+        exc.billing_step = "audit"
+        raise
+
+
 def publish(settings: Settings, folder: RunFolder) -> dict:
+    """Publish a run audited already (`audit`)."""
     return publishing.publish(settings, folder)
+
+
+def audit_and_publish(settings: Settings, folder: RunFolder, clock: Clock | None = None) -> dict:
+    """Audit and publish in one: the day is written in its transaction while Great Expectations
+    audits it (in its warm process if the caller started one, `auditor.start`), and committed
+    only once it passed; a failed audit rolls everything back. `run_day` and the DAG's publish
+    task both end with this."""
+    clock = clock or Clock()
+    audited = _start_audit(settings, folder)
+
+    def wait_for_audit() -> None:  # the last thing before the commit
+        clock.lap("publish")
+        _audited(audited)
+        clock.lap("audit")
+
+    done = publishing.publish(settings, folder, wait_for_audit)
+    clock.lap("publish")
+    return done
 
 
 def run_day(settings: Settings, day: dt.date, dry_run: bool = False,
@@ -130,27 +160,16 @@ def run_day(settings: Settings, day: dt.date, dry_run: bool = False,
         step = "combine"
         run = combine(settings, folder)
         clock.lap("combine")
-        step = "audit"
-        audited = _start_audit(settings, folder)
         if dry_run:
-            audited.result()
+            step = "audit"
+            audit(settings, folder)
             clock.lap("audit")
             return {**run.counts, "run_id": run_id, "published": False,
                     "seconds": {**run.seconds, **clock.laps}}
-
-        def wait_for_audit() -> None:
-            # publish writes the day while GX audits it, and commits only once it passed
-            nonlocal step
-            clock.lap("publish")
-            step = "audit"
-            audited.result()
-            clock.lap("audit")
-            step = "publish"
-
         step = "publish"
-        done = publishing.publish(settings, folder, wait_for_audit)
-        clock.lap("publish")
+        done = audit_and_publish(settings, folder, clock)
         return {**done, "published": True, "seconds": {**run.seconds, **clock.laps}}
     except Exception as exc:
+        step = getattr(exc, "billing_step", step)
         publishing.record_failure(settings, day, run_id, step, one_line(exc), folder, started)
         raise

@@ -6,8 +6,10 @@ in the landing zone, then **writes** (reconcile and price D from partitions D-2.
 run, in shards by line: mapped tasks that executors spread over workers; each file of the window
 is prepared once (validated, contacts keyed, split by shard) by one split task per two shards'
 rows and kept for the next nights, so a night prepares only D's files; each shard computed
-alone, then combined; the `shards` param, or one per 4M rows of the window), **audits** (Great Expectations; a failure stops here and names the
-expectation) and **publishes** (replaces D's rows in the warehouse in one transaction). A
+alone, then combined; the `shards` param, or one per 4M rows of the window), then **audits and
+publishes** in one task, as `billing-jobs run` does: D's rows are replaced in one transaction
+while Great Expectations audits the day, and committed only if the audit passed (a failure names
+the expectation, is recorded as the step `audit`, and publishes nothing). A
 nightly run then **restates** published days of the last `restate_days` whose inputs changed
 (late files) and **prunes** staged runs older than `BILLING_STAGING_KEEP_DAYS` (14), and prepared
 files unused for as long.
@@ -135,20 +137,16 @@ def billing_daily():
 
         return combine(folder)
 
-    @task
-    def audit(folder: str) -> str:
-        from billing_jobs.orchestration import audit
-
-        return audit(folder)
-
     @task(max_active_tis_per_dag=1, outlets=[INVOICE_LINES])
     def publish(folder: str) -> dict:
+        """Audits (Great Expectations) while it writes the day; commits only if the audit passed."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from billing_jobs.orchestration import publish
 
         context = get_current_context()
         if context["params"]["dry_run"]:
+            publish(folder, dry_run=True)
             raise AirflowSkipException("dry run: audited, nothing published")
         done = publish(folder)
         # provider_reconciliation is scheduled on this asset: it reads which day was published
@@ -182,7 +180,7 @@ def billing_daily():
     written = write_shard.partial(folder=folder).expand(shard=shard_numbers(folder))
     combined = combine(folder)
     pieces >> written >> combined
-    published = publish(audit(combined))
+    published = publish(combined)
     published >> [restate_late_data(day), prune_staging()]
 
 

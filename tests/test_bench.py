@@ -27,7 +27,7 @@ def test_sharded_bench_runs_every_task_in_its_own_process_and_bills_the_same(tmp
     [row] = json.loads((tmp_path / "results" / "bench-sharded.json").read_text())
     assert row["stages"]["shards"] == 4 and row["stages"]["parallel"] == 2
     assert set(row["stages"]["seconds"]) == {"plan", "list", "split", "write_shard", "combine",
-                                             "audit", "publish"}
+                                             "publish"}
     # every task's own peak, and the row's peak is the largest of them
     peaks = row["stages"]["peak_rss_mib"]
     assert all(mib > 50 for mib in peaks.values())

@@ -132,6 +132,39 @@ def test_the_dag_publishes_what_billing_jobs_run_publishes(tmp_path, landing, sh
     assert {r[0] for r in runs(dag_url)} == {DAY}  # exactly that day
 
 
+def test_a_dry_run_audits_the_day_and_publishes_nothing(tmp_path, landing):
+    """The dry-run param: the day is written and audited (in the publish task, which audits while
+    it writes), the task is skipped and the published version of the day stands."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from billing_jobs.reference_data import load_reference
+
+    url = f"duckdb:///{tmp_path}/wh.duckdb"
+    env = airflow_env(tmp_path, landing, url)
+    first = dags_test(env, DAY)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = published(url)
+    # a late answer from a new contact: a start the dry run computes and must not publish
+    line, (customer, _) = next(iter(load_reference(landing / "reference").lines.items()))
+    late = {"message_id": "late-dry-run", "customer_id": customer, "line_id": line,
+            "contact_id": "+4915199999901", "direction": "inbound", "message_type": "session",
+            "sent_at": f"{DAY}T12:00:00Z"}
+    (landing / "messages" / f"date={DAY}" / "late.jsonl").write_text(json.dumps(late) + "\n")
+
+    proc = dags_test(env, DAY, '{"dry_run": true}')
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert f"dry run: {DAY} audited, nothing published" in output
+    assert "skipped" in task_states(output)
+    assert published(url) == before
+    newest = max((tmp_path / "staging" / str(DAY)).iterdir(), key=lambda p: p.name)
+    assert json.loads((newest / "audit.json").read_text())["success"] is True
+    staged = pq.read_table(newest / "conversation_starts.parquet").column("message_id")
+    assert "late-dry-run" in staged.to_pylist()
+
+
 def _drop_country(landing: Path, country: str) -> None:
     path = landing / "reference" / "rate_card.csv"
     rows = path.read_text().splitlines()
