@@ -121,25 +121,30 @@ def deal(rows: list[int], parts: int) -> list[list[int]]:
 def _prepare(path, entry: prepared.Entry, shards: int, reference: Reference, secret: str) -> None:
     """One file read and validated whole, as an unsharded run reads it; contacts keyed and
     quarantine records pseudonymised; the valid rows gathered once in shard order, then sliced
-    per shard (a gather per shard cost four times as much)."""
+    per shard (a gather per shard cost four times as much; gathered from the checked rows, not
+    from a filtered copy of them)."""
     raw = landing.read_raw(path)
-    valid, quarantined = landing.validate(raw, str(path), landing.partition_date_of(path),
-                                          reference.line_owners)
+    rows, valid, quarantined = landing.checked(raw, str(path), landing.partition_date_of(path),
+                                               reference.line_owners)
     del raw
-    contact = valid.schema.get_field_index("contact_id")
-    valid = valid.set_column(contact, "contact_id", keyed_contacts(valid.column(contact), secret))
     record = quarantined.schema.get_field_index("record")
     quarantined = quarantined.set_column(record, "record", pseudonymised_records(
         quarantined.column(record), secret)).combine_chunks()  # an IPC file has one dictionary
     if shards == 1:  # already in order: no gather
-        ordered, sizes, starts = valid.combine_chunks(), [valid.num_rows], [0]
-    else:
-        assigned = _shards_of(valid, shards)
-        order = np.argsort(assigned, kind="stable")  # by shard, rows ascending within each
+        ordered = rows if valid is None else rows.filter(pa.array(valid))
+        ordered, sizes, starts = ordered.combine_chunks(), [ordered.num_rows], [0]
+    else:  # the valid rows gathered straight into shard order: one copy of the text, not two
+        at = np.arange(rows.num_rows) if valid is None else np.flatnonzero(valid)
+        assigned = _shards_of(rows, shards)[at]
+        order = at[np.argsort(assigned, kind="stable")]  # by shard, rows ascending within each
         sizes = np.bincount(assigned, minlength=shards)
         starts = np.concatenate([[0], np.cumsum(sizes)])
-        ordered = valid.combine_chunks().take(pa.array(order))
-    del valid
+        ordered = rows.combine_chunks().take(pa.array(order))
+    del rows
+    # keyed after the gather, which leaves the contacts' dictionary as it is: only it is keyed
+    contact = ordered.schema.get_field_index("contact_id")
+    ordered = ordered.set_column(contact, "contact_id",
+                                 keyed_contacts(ordered.column(contact), secret))
     entry.write(str(path),
                 {k: _piece(ordered.slice(starts[k], sizes[k]), contact) for k in range(shards)
                  if sizes[k]}, quarantined)
