@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.run import START, dataset, missed_targets
@@ -163,3 +164,42 @@ def test_the_acceptance_table_names_every_missed_target():
         "cost per message through the DAG grows: 3.60 s per 1M at 10,000,000 > 1.1 x 1.00 s at"
         " 1,000,000"]
     assert table(slow).count("**no**") == 4  # three cases and the cost per message
+
+
+# a process holding 150 MiB that starts one more like it, says "ready" once both hold it, and
+# ends when its stdin closes (the child first)
+HOLDER = """
+import subprocess, sys
+held = bytearray(150 * 2**20)
+child = None
+if sys.argv[1] == "parent":
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2], "child", ""],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child.stdout.readline()
+print("ready", flush=True)
+sys.stdin.read()
+if child:
+    child.stdin.close()
+    child.wait()
+"""
+
+
+def test_a_task_s_peak_counts_the_processes_it_starts():
+    """The publish task audits in a Great Expectations process of its own beside the task's: the
+    bench's peak per task is the two together, not the larger of them (which wait4 gives)."""
+    from bench.worker import _TreePeak
+
+    parent = subprocess.Popen([sys.executable, "-c", HOLDER, "parent", HOLDER],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    tree = _TreePeak(parent.pid)
+    tree.start()
+    try:
+        assert parent.stdout.readline().strip() == "ready"  # both hold their 150 MiB now
+        for _ in range(500):  # the next samples see both: 20 ms apart, and 0.2 s for the child
+            if tree.peak_kib >= 300 * 1024:
+                break
+            time.sleep(0.02)
+    finally:
+        parent.stdin.close()
+        parent.wait()
+    assert tree.stop() >= 300 * 1024
