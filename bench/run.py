@@ -211,7 +211,7 @@ def measure_sharded(messages_dir: Path, rows_per_shard: int, parallel: int) -> d
     Tasks run as a LocalExecutor with `parallel` workers runs them (bench/worker.py): `parallel`
     at a time, each a process forked from a worker that has Airflow loaded, which imports our
     package and parses the DAG file. Wall time counts all of that; the peak is the largest
-    task's (a task's own process and the audit's, wait4's peak of the two)."""
+    task's, a task's processes counted together (the publish task's and its audit's)."""
     day = max(p.name[5:] for p in messages_dir.glob("date=*"))
     scratch = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
     env = {"BILLING_SOURCE": str(messages_dir.parent), "BILLING_STAGING": str(scratch / "staging"),
