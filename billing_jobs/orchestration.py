@@ -191,16 +191,16 @@ def publish(folder: str, dry_run: bool = False) -> dict | None:
     from billing_jobs import auditor, sequence
 
     day = _day_of(folder)
-    auditor.start()
-    try:
-        with step("publish", day):
+    with step("publish", day):  # the worker's start too: its failure is one line as well
+        auditor.start()
+        try:
             if dry_run:
                 sequence.audit(settings(), _folder(folder))
                 log.info("dry run: %s audited, nothing published", day)
                 return None
             done = sequence.audit_and_publish(settings(), _folder(folder))
-    finally:
-        auditor.stop()
+        finally:
+            auditor.stop()
     log.info("published %s: %s starts, amount %s (run %s)", day,
              done["starts_on_day"], done["amount"], done["run_id"])
     _log_adjustments(done)
