@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import json
 import shutil
+import sys
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -448,6 +449,27 @@ def test_a_partition_fingerprint_is_the_recorded_definition(tmp_path):
     fingerprint, own = window.fingerprint_and_digests(files)
     assert fingerprint == expected.hexdigest()
     assert own == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_a_publish_task_whose_audit_process_cannot_start_fails_in_one_line(
+        settings, monkeypatch, tmp_path):
+    """billing_daily's publish task starts Great Expectations' process first: when it cannot
+    start (here: no interpreter where sys.executable says), the task fails with the one-line
+    reason naming the date and the step, as every other failure of the step does."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from billing_jobs import orchestration
+
+    folder = write_day(settings, DAYS[0])
+    for name, value in {"BILLING_SOURCE": settings.source, "BILLING_STAGING": settings.staging,
+                        "BILLING_WAREHOUSE_URL": settings.warehouse_url}.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    with pytest.raises(AirflowFailException) as failed:
+        orchestration.publish(str(folder.path))
+    message = str(failed.value)
+    assert message.startswith(f"billing date {DAYS[0]}: publish failed: ") and "\n" not in message
+    assert "no-python-here" in message
 
 
 def test_the_starts_are_audited_in_slices_and_ids_stay_unique_across_them(settings, monkeypatch):
