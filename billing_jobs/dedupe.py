@@ -21,6 +21,7 @@ from billing_jobs.tables import (
     THREADS,
     dictionary_codes,
     distinct_sorted,
+    in_memory_duckdb,
     side_by_side,
     take_column,
     take_rows,
@@ -46,11 +47,9 @@ class Deduplicated:
 def id_hashes(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A 64-bit hash of every message id, row by row. DuckDB's hash() is used as a fast
     vectorised kernel, multi-threaded and zero-copy over Arrow; no rule is evaluated there."""
-    import duckdb
-
     if len(ids) == 0:
         return np.zeros(0, dtype=np.uint64)
-    with duckdb.connect() as con:
+    with in_memory_duckdb() as con:
         con.register("ids", pa.table({"id": ids}))
         hashes = con.sql("select hash(id) as h from ids").to_arrow_table().column("h")
     return hashes.to_numpy()

@@ -102,7 +102,7 @@ def _register_log(con, files: list[Path]) -> None:
                      " as contact, null::varchar as contact_id, null::varchar as direction,"
                      " null::varchar as status,"
                      " null::timestamptz as sent_at where false")
-    con.execute("create view log as " + " union all ".join(parts))
+    con.execute("create temp view log as " + " union all ".join(parts))  # this connection's
 
 
 def _scannable(path: Path) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -146,13 +147,38 @@ def constant_dictionary(value: str, n: int) -> pa.DictionaryArray:
                                           pa.array([value], pa.string()))
 
 
+# the process's in-memory DuckDB database (in_memory_duckdb), opened on first use
+_DATABASE = None
+_DATABASE_LOCK = threading.Lock()
+
+
+def _close_database() -> None:
+    """Before a fork: a child cannot use a database whose threads stay in the parent (it hangs
+    opening one of its own), so none is open across a fork; both reopen on their next use."""
+    global _DATABASE
+    with _DATABASE_LOCK:
+        if _DATABASE is not None:
+            _DATABASE, database = None, _DATABASE
+            database.close()
+
+
+os.register_at_fork(before=_close_database)
+
+
 @contextlib.contextmanager
 def in_memory_duckdb():
-    """An in-process DuckDB connection that never spills to disk: what it holds may include
-    contacts (phone numbers), which must not leave the landing zone, not even as a temp file."""
+    """A connection to the process's in-process DuckDB database, which never spills to disk: what
+    it holds may include contacts (phone numbers), which must not leave the landing zone, not even
+    as a temp file. One database per process, a connection per use: opening a database costs
+    ~15 ms, and a split opens one per file (27 for a steady 1M day); the connections' queries
+    share its threads. What a connection registers is its own and goes with it."""
+    global _DATABASE
     import duckdb
 
-    con = duckdb.connect(config={"temp_directory": ""})
+    with _DATABASE_LOCK:
+        if _DATABASE is None:
+            _DATABASE = duckdb.connect(config={"temp_directory": ""})
+        con = _DATABASE.cursor()
     try:
         yield con
     finally:
