@@ -202,3 +202,19 @@ def test_a_process_forked_after_using_the_database_uses_one_and_ends_cleanly():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"  # the child's exit status: exit code 0, no signal
+
+
+def test_arrow_buffers_come_from_jemalloc_unless_the_operator_says_otherwise():
+    """The pool the benchmarks were measured with (tables._buffers_from_jemalloc), and the
+    operator's ARROW_DEFAULT_MEMORY_POOL when set."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import billing_jobs.landing, pyarrow as pa; "
+              "print(pa.default_memory_pool().backend_name)")
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    pools = [subprocess.run([sys.executable, "-c", script], env={**env, **extra},
+                            capture_output=True, text=True, check=True).stdout.strip()
+             for extra in ({}, {"ARROW_DEFAULT_MEMORY_POOL": "system"})]
+    assert pools == ["jemalloc", "system"]
