@@ -170,8 +170,9 @@ _DATABASE_LOCK = threading.Lock()
 
 
 def _close_database() -> None:
-    """Before a fork: a child cannot use a database whose threads stay in the parent (it hangs
-    opening one of its own), so none is open across a fork; both reopen on their next use."""
+    """Before a fork: a child that inherits an open database, whose threads stay in the parent,
+    crashes when it lets go of it (seen: SIGSEGV at exit, a hang opening another), so none is
+    open across a fork; parent and child reopen on their next use."""
     global _DATABASE
     with _DATABASE_LOCK:
         if _DATABASE is not None:
@@ -186,8 +187,8 @@ os.register_at_fork(before=_close_database)
 def in_memory_duckdb():
     """A connection to the process's in-process DuckDB database, which never spills to disk: what
     it holds may include contacts (phone numbers), which must not leave the landing zone, not even
-    as a temp file. One database per process, a connection per use: opening a database costs
-    ~15 ms, and a split opens one per file (27 for a steady 1M day); the connections' queries
+    as a temp file. One database per process, a connection per use: opening a database cost
+    15-50 ms, and a split opened one per file (27 for a steady 1M day); the connections' queries
     share its threads. What a connection registers is its own and goes with it."""
     global _DATABASE
     import duckdb
