@@ -29,12 +29,10 @@ PARALLEL_FROM = 200_000  # rows below which one thread is faster than starting s
 
 def _buffers_from_jemalloc() -> None:
     """Arrow's buffers come from jemalloc, not the wheel's default (mimalloc), unless
-    ARROW_DEFAULT_MEMORY_POOL says otherwise: on the 2-core machines, alternated in fresh
-    processes, reconcile of 10M messages 5.5-5.9 s instead of 7.0-7.6 s and a steady 1M day
-    5.1-5.4 s instead of 5.8-6.5 s (mimalloc hands pages back and faults them in again: the
-    kernel's CPU time of that run fell from 2.2-2.8 s to 1.5-1.7 s). Set once, on the first
-    import of the hot path's helpers, before a day is read; a buffer made earlier stays in its
-    own pool."""
+    ARROW_DEFAULT_MEMORY_POOL says otherwise: mimalloc hands freed pages back and faults them in
+    again: a quarter of a 1M run's CPU time was the kernel's (measured: docs/decisions.md).
+    Set on the first import of the hot path's helpers, before a day is read; a buffer made
+    earlier stays in its own pool."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc
@@ -187,9 +185,9 @@ os.register_at_fork(before=_close_database)
 def in_memory_duckdb():
     """A connection to the process's in-process DuckDB database, which never spills to disk: what
     it holds may include contacts (phone numbers), which must not leave the landing zone, not even
-    as a temp file. One database per process, a connection per use: opening a database cost
-    15-50 ms, and a split opened one per file (27 for a steady 1M day); the connections' queries
-    share its threads. What a connection registers is its own and goes with it."""
+    as a temp file. One database per process, a connection per use: opening a database per use
+    cost a split 15-50 ms per file (docs/decisions.md, "Engine"). What a connection registers is
+    its own and goes with it."""
     global _DATABASE
     import duckdb
 

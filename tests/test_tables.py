@@ -159,7 +159,7 @@ def test_a_slice_keeps_its_values_and_only_the_dictionary_it_uses(codes, start, 
 
 
 def test_the_in_process_database_is_opened_once_and_never_spills():
-    """One DuckDB database per process (opening one per file cost a split ~15 ms each), which
+    """One DuckDB database per process (opening one per file cost a split 15-50 ms each), which
     never writes a temp file (what it holds may be phone numbers); each use its own connection,
     whose registered tables no other connection sees (threads side by side register `ids`)."""
     from billing_jobs.tables import in_memory_duckdb
